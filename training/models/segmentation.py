@@ -1,0 +1,57 @@
+"""U-shaped Swin segmentation network (encoder + mirrored decoder + skip connections)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .backbone import SwinBackbone, build_decoder_stages, init_weights
+from .blocks import PatchExpanding
+from .config import SwinConfig
+
+
+class SwinUNet(SwinBackbone):
+    """Per-pixel logits (B, num_classes, H, W).
+
+    Decoder step i concatenates its tokens with the input of encoder stage
+    L-2-i (current tokens first) and fuses them with a 1×1 convolution
+    (``skip_connection_layers.i``) before ``layers_up.i``. A final p× patch
+    expanding returns to pixel resolution and a bias-free 1×1 conv gives the
+    logits. The MAE's encoder *and* decoder weights transfer by name.
+    """
+
+    def __init__(self, cfg: SwinConfig, num_classes: int):
+        super().__init__(cfg)
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2 (background + classes), got {num_classes}")
+        self.num_classes = num_classes
+        self.first_patch_expanding, self.layers_up = build_decoder_stages(cfg)
+        L = cfg.num_stages
+        self.skip_connection_layers = nn.ModuleList(
+            nn.Conv2d(2 * cfg.dims[L - 2 - i], cfg.dims[L - 2 - i], kernel_size=1)
+            for i in range(L - 1))
+        self.norm_up = nn.LayerNorm(cfg.embed_dim, eps=cfg.norm_eps)
+        self.final_patch_expanding = PatchExpanding(cfg.embed_dim, cfg.embed_dim, cfg.patch_size,
+                                                    cfg.norm_eps)
+        self.head = nn.Conv2d(cfg.embed_dim, num_classes, kernel_size=1, bias=False)
+        init_weights(self)
+
+    @staticmethod
+    def _pointwise(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+        """A 1×1 conv applied to channels-last tokens (no layout round trip)."""
+        return F.linear(x, conv.weight.flatten(1), conv.bias)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> decoder output at pixel resolution, channels-last (B, H, W, E)."""
+        latent, skips = self.forward_encoder(self.patch_embed(x))
+        x = self.first_patch_expanding(latent)
+        L = self.cfg.num_stages
+        for i, (fuse, layer) in enumerate(zip(self.skip_connection_layers, self.layers_up)):
+            x = self._pointwise(fuse, torch.cat([x, skips[L - 2 - i]], dim=-1))
+            x = layer(x)
+        return self.final_patch_expanding(self.norm_up(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
+        logits = self._pointwise(self.head, self.forward_features(x))
+        return logits.permute(0, 3, 1, 2)
