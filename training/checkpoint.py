@@ -1,0 +1,202 @@
+"""napari-vismae checkpoints: a directory holding ``model.safetensors`` and ``model_card.json``.
+
+Weights are safetensors (no code runs on load); the JSON card describes the
+architecture, task, classes, preprocessing and provenance. Writes are atomic:
+the directory appears complete or not at all.
+
+Also here: loading *any* supported checkpoint (ours or an official VIS-MAE
+``.pth``) and transferring an MAE's weights into a segmentation or
+classification model with a report of what was copied.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .atomic import atomic_directory
+from .model_card import ModelCard
+from .models import build_model, task_of
+
+WEIGHTS_NAME = "model.safetensors"
+CARD_NAME = "model_card.json"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message names the file and the problem."""
+
+    def __init__(self, path, reason: str):
+        self.path, self.reason = str(path), reason
+        super().__init__(f"{path}: {reason}")
+
+
+@dataclass
+class LoadReport:
+    """Which keys of a source state dict went where."""
+
+    source: str = ""
+    loaded: list[str] = field(default_factory=list)
+    new: list[str] = field(default_factory=list)  # in the model, not in the source: initialised fresh
+    ignored: list[str] = field(default_factory=list)  # in the source, not used by the model
+    mismatched: list[str] = field(default_factory=list)  # same name, other shape (not loaded)
+
+    def summary(self) -> str:
+        return (f"{self.source}: loaded {len(self.loaded)}, newly initialised {len(self.new)}, "
+                f"ignored {len(self.ignored)}, shape-mismatched {len(self.mismatched)}")
+
+    def to_dict(self) -> dict:
+        return {"source": self.source, "loaded": len(self.loaded), "new": self.new,
+                "ignored": self.ignored, "mismatched": self.mismatched}
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+# -- our format -------------------------------------------------------------------------------
+def save_checkpoint(model: nn.Module, path: str | os.PathLike, card: ModelCard | None = None,
+                    *, name: str | None = None, overwrite: bool = False, **card_fields) -> Path:
+    """Write ``model`` as a checkpoint directory ``path``; returns the path.
+
+    Without ``card`` one is made from the model (``name`` and ``card_fields``
+    such as ``classes``, ``preprocessing`` or ``provenance`` fill it in).
+    """
+    path = Path(path)
+    task = task_of(model)
+    if card is None:
+        card = ModelCard(name=name or path.name, task=task, architecture=model.cfg.to_dict(),
+                         num_classes=getattr(model, "num_classes", None), **card_fields)
+    if card.task != task:
+        raise ValueError(f"model card says task {card.task!r} but the model is {task!r}")
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    with atomic_directory(path, overwrite=overwrite) as tmp:
+        save_file(state, tmp / WEIGHTS_NAME, metadata={"format": "pt", "task": task})
+        card.weights_sha256 = sha256_file(tmp / WEIGHTS_NAME)
+        (tmp / CARD_NAME).write_text(json.dumps(card.to_dict(), indent=2) + "\n")
+    return path
+
+
+def _checkpoint_dir(path: Path) -> Path:
+    return path.parent if path.name in (WEIGHTS_NAME, CARD_NAME) else path
+
+
+def read_model_card(path: str | os.PathLike) -> ModelCard:
+    """The card of a checkpoint directory (or of the weights file inside it)."""
+    d = _checkpoint_dir(Path(path))
+    card_path = d / CARD_NAME
+    if not card_path.is_file():
+        raise CheckpointError(d, f"no {CARD_NAME} (not a napari-vismae checkpoint directory)")
+    try:
+        data = json.loads(card_path.read_text())
+        return ModelCard.from_dict(data, source=str(card_path))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(card_path, f"model card is not valid JSON ({e})") from None
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(card_path, str(e)) from None
+
+
+def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu",
+                    verify_hash: bool = True) -> tuple[nn.Module, ModelCard]:
+    """Load a napari-vismae checkpoint directory -> ``(model in eval mode, card)``."""
+    d = _checkpoint_dir(Path(path))
+    card = read_model_card(d)
+    weights = d / WEIGHTS_NAME
+    if not weights.is_file():
+        raise CheckpointError(d, f"missing {WEIGHTS_NAME}")
+    if verify_hash and card.weights_sha256 and sha256_file(weights) != card.weights_sha256:
+        raise CheckpointError(weights, "weights do not match the model card's sha256 "
+                                       "(file corrupt or replaced)")
+    try:
+        state = load_file(weights, device="cpu")
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(weights, f"cannot read safetensors file ({e})") from None
+    try:
+        model = build_model(card.task, card.config, num_classes=card.num_classes)
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(d / CARD_NAME, f"invalid architecture in model card ({e})") from None
+    load_state_dict_checked(model, state, weights)
+    return model.to(device).eval(), card
+
+
+def load_state_dict_checked(model: nn.Module, state: dict, source) -> None:
+    """Strict load with an error that lists the offending keys and shapes."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+             for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or wrong:
+        parts = []
+        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
+            if keys:
+                parts.append(f"{label} ({len(keys)}): {', '.join(keys[:6])}"
+                             + (" ..." if len(keys) > 6 else ""))
+        raise CheckpointError(source, "weights do not fit the architecture: " + "; ".join(parts))
+    model.load_state_dict(state, strict=True)
+
+
+# -- transfer -----------------------------------------------------------------------------------
+def transfer_state_dict(model: nn.Module, state: dict, source: str = "",
+                        skip: tuple[str, ...] = ()) -> LoadReport:
+    """Copy every tensor whose name and shape match; report the rest. ``skip``: name prefixes."""
+    own = model.state_dict()
+    report = LoadReport(source=str(source))
+    usable = {}
+    for k, v in state.items():
+        if k not in own or k.startswith(skip):
+            report.ignored.append(k)
+        elif v.shape != own[k].shape:
+            report.mismatched.append(f"{k}: source {tuple(v.shape)} vs model {tuple(own[k].shape)}")
+        else:
+            usable[k] = v
+    model.load_state_dict(usable, strict=False)
+    report.loaded = sorted(usable)
+    report.new = sorted(k for k in own if k not in usable)
+    return report
+
+
+def init_from_checkpoint(model: nn.Module, source, encoder_only: bool = False) -> LoadReport:
+    """Initialise ``model`` from an MAE (or any VIS-MAE) checkpoint: ours or official.
+
+    ``source``: a checkpoint directory, an official ``.pth`` path, or a state dict.
+    By default both encoder and decoder transfer (the official recipe);
+    ``encoder_only`` keeps the decoder random.
+    """
+    from .official import read_state_dict
+
+    if isinstance(source, dict):
+        state, name = read_state_dict(source)
+    elif (_checkpoint_dir(Path(source)) / CARD_NAME).is_file():
+        src_model, _ = load_checkpoint(source)
+        state, name = src_model.state_dict(), str(source)
+    else:
+        state, name = read_state_dict(source)
+    skip = ("first_patch_expanding", "layers_up", "norm_up") if encoder_only else ()
+    report = transfer_state_dict(model, state, name, skip)
+    if not report.loaded:
+        raise CheckpointError(name, "no tensor matches the model (wrong architecture or file?)")
+    return report
+
+
+def load_any(path: str | os.PathLike, device="cpu", task: str | None = None,
+             num_classes: int | None = None):
+    """Load ours (directory) or an official ``.pth`` -> ``(model, card, report or None)``."""
+    from .official import card_for_official, load_official_checkpoint
+
+    path = Path(path)
+    if (_checkpoint_dir(path) / CARD_NAME).is_file():
+        model, card = load_checkpoint(path, device)
+        return model, card, None
+    model, report = load_official_checkpoint(path, task=task, num_classes=num_classes)
+    return model.to(device).eval(), card_for_official(model, path), report
