@@ -41,8 +41,13 @@ def read_state_dict(source) -> tuple[dict[str, torch.Tensor], str]:
             with torch.serialization.safe_globals([argparse.Namespace]):
                 obj = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as e:
-            raise CheckpointError(path, f"refused to unpickle: the file holds objects other than "
-                                        f"tensors and plain data ({str(e).splitlines()[0]})") from None
+            if not zipfile.is_zipfile(path):
+                raise CheckpointError(path, "not a readable PyTorch checkpoint (not a torch.save "
+                                            "archive; truncated or another format)") from None
+            found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+            what = found.group(1) if found else "an object that is not plain data"
+            raise CheckpointError(path, f"refused to unpickle: the file holds {what}, which a "
+                                        "weights file never needs (it could run code)") from None
         except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
             raise CheckpointError(path, f"not a readable PyTorch checkpoint ({e})") from None
     else:
