@@ -42,16 +42,28 @@ class SwinUNet(SwinBackbone):
         return F.linear(x, conv.weight.flatten(1), conv.bias)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) -> decoder output at pixel resolution, channels-last (B, H, W, E)."""
+        """(B, C, H, W) -> normalised decoder tokens at patch resolution (B, H/p, W/p, E)."""
         latent, skips = self.forward_encoder(self.patch_embed(x))
         x = self.first_patch_expanding(latent)
         L = self.cfg.num_stages
         for i, (fuse, layer) in enumerate(zip(self.skip_connection_layers, self.layers_up)):
             x = self._pointwise(fuse, torch.cat([x, skips[L - 2 - i]], dim=-1))
             x = layer(x)
-        return self.final_patch_expanding(self.norm_up(x))
+        return self.norm_up(x)
+
+    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        """Final p× patch expanding + per-pixel LayerNorm + 1×1 head -> (B, classes, H, W).
+
+        Same result as expanding to pixels first, but the norm and the head run on
+        the un-shuffled layout, so only the small logit tensor is rearranged.
+        """
+        fpe = self.final_patch_expanding
+        B, h, w, _ = x.shape
+        s = fpe.scale
+        y = fpe.norm(fpe.expand(x).view(B, h, w, s, s, -1))  # (B, h, w, s, s, E)
+        y = F.linear(y, self.head.weight.flatten(1))  # (B, h, w, s, s, classes)
+        return y.permute(0, 5, 1, 3, 2, 4).reshape(B, -1, h * s, w * s)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
-        logits = self._pointwise(self.head, self.forward_features(x))
-        return logits.permute(0, 3, 1, 2)
+        return self.forward_head(self.forward_features(x))

@@ -1,0 +1,100 @@
+"""Our VIS-MAE models against timm's Swin-T, timed interleaved in one process.
+
+* segmentation inference and train step, FLOP-normalised: ratio = our seconds per
+  FLOP / timm's seconds per FLOP (≤ 1.0 means our kernels are as efficient);
+* MAE pretraining step: images/s, and the share of the step spent drawing masks.
+"""
+from __future__ import annotations
+
+import time
+
+import timm
+import torch
+
+from training.masking import random_window_mask
+from training.models import build_model
+from training.optim import build_optimizer
+
+from .common import count_flops, environment, interleaved
+
+
+def _train_step(model, opt, x, loss_fn):
+    opt.zero_grad(set_to_none=True)
+    loss_fn(model, x).backward()
+    opt.step()
+
+
+def bench_segmentation(device, batch: int, rounds: int) -> list[dict]:
+    torch.manual_seed(0)
+    ours = build_model("segmentation", "vismae", num_classes=2).to(device)
+    peer = timm.create_model("swin_tiny_patch4_window7_224", pretrained=False,
+                             num_classes=2).to(device)
+    x = torch.rand(batch, 3, 224, 224, device=device)
+    records = []
+    ours.eval(), peer.eval()
+    with torch.no_grad():
+        flops = {"ours": count_flops(lambda: ours(x)), "peer": count_flops(lambda: peer(x))}
+        t = interleaved({"ours": lambda: ours(x), "peer": lambda: peer(x)}, device, rounds)
+    records.append(_record("segmentation_inference_vs_timm_swin_t", t, flops, batch, device))
+
+    ours.train(), peer.train()
+    seg_loss = lambda m, x: m(x).float().logsumexp(1).mean()  # noqa: E731 (any scalar works)
+    cls_loss = lambda m, x: m(x).float().logsumexp(1).mean()  # noqa: E731
+    opt_o, opt_p = build_optimizer(ours, 1e-4), build_optimizer(peer, 1e-4)
+    flops = {"ours": count_flops(lambda: seg_loss(ours, x).backward()),
+             "peer": count_flops(lambda: cls_loss(peer, x).backward())}
+    t = interleaved({"ours": lambda: _train_step(ours, opt_o, x, seg_loss),
+                     "peer": lambda: _train_step(peer, opt_p, x, cls_loss)}, device, rounds)
+    records.append(_record("segmentation_train_step_vs_timm_swin_t", t, flops, batch, device))
+    return records
+
+
+def bench_same_architecture(device, batch: int, rounds: int) -> list[dict]:
+    """Our classifier built with Swin-T's depths (2,2,6,2) IS timm's Swin-T: same FLOPs,
+    so this ratio isolates kernel efficiency from architecture."""
+    torch.manual_seed(0)
+    ours = build_model("classification", "vismae", num_classes=2, depths=(2, 2, 6, 2)).to(device)
+    peer = timm.create_model("swin_tiny_patch4_window7_224", pretrained=False,
+                             num_classes=2).to(device)
+    x = torch.rand(batch, 3, 224, 224, device=device)
+    loss = lambda m, x: m(x).float().logsumexp(1).mean()  # noqa: E731
+    opt_o, opt_p = build_optimizer(ours, 1e-4), build_optimizer(peer, 1e-4)
+    records = []
+    ours.eval(), peer.eval()
+    with torch.no_grad():
+        flops = {"ours": count_flops(lambda: ours(x)), "peer": count_flops(lambda: peer(x))}
+        t = interleaved({"ours": lambda: ours(x), "peer": lambda: peer(x)}, device, rounds)
+    records.append(_record("swin_t_layout_inference_vs_timm_swin_t", t, flops, batch, device))
+    ours.train(), peer.train()
+    flops = {"ours": count_flops(lambda: loss(ours, x).backward()),
+             "peer": count_flops(lambda: loss(peer, x).backward())}
+    t = interleaved({"ours": lambda: _train_step(ours, opt_o, x, loss),
+                     "peer": lambda: _train_step(peer, opt_p, x, loss)}, device, rounds)
+    records.append(_record("swin_t_layout_train_step_vs_timm_swin_t", t, flops, batch, device))
+    return records
+
+
+def _record(name, t, flops, batch, device) -> dict:
+    per_flop = {k: t[k] / flops[k] for k in t}
+    return {"name": name, "ours": round(t["ours"], 5), "peer": round(t["peer"], 5),
+            "unit": "s/call", "ours_gflop": round(flops["ours"] / 1e9, 2),
+            "peer_gflop": round(flops["peer"] / 1e9, 2),
+            "ratio": round(per_flop["ours"] / per_flop["peer"], 3),
+            "ratio_meaning": "our s/FLOP over timm Swin-T s/FLOP (target <= 1.0)",
+            "batch": batch, "env": environment(device)}
+
+
+def bench_mae_step(device, batch: int, rounds: int) -> list[dict]:
+    torch.manual_seed(0)
+    mae = build_model("mae", "vismae").to(device).train()
+    opt = build_optimizer(mae, 1e-4)
+    x = torch.rand(batch, 1, 224, 224, device=device)
+    g = torch.Generator(device=device).manual_seed(0)
+    step = lambda: _train_step(mae, opt, x, lambda m, x: m(x, generator=g)[0])  # noqa: E731
+    masking = lambda: random_window_mask(batch, (56, 56), 4, 0.75, device, g)  # noqa: E731
+    t = interleaved({"step": step, "mask": masking}, device, rounds)
+    return [{"name": "mae_pretrain_step", "images_per_s": round(batch / t["step"], 2),
+             "step_s": round(t["step"], 4), "masking_s": round(t["mask"], 6),
+             "masking_share": round(t["mask"] / t["step"], 5),
+             "ratio_meaning": "masking_share: masking time / full train step (target <= 0.02)",
+             "batch": batch, "env": environment(device), "time": time.time()}]

@@ -1,0 +1,63 @@
+"""Timing helpers shared by the benchmarks: interleaved rounds, FLOP counts, JSON lines."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def environment(device: torch.device) -> dict:
+    env = {"torch": torch.__version__, "python": platform.python_version(),
+           "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+           "threads": torch.get_num_threads(), "device": str(device)}
+    if device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(device)
+    return env
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def count_flops(fn: Callable[[], object]) -> int:
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def interleaved(fns: dict[str, Callable[[], object]], device: torch.device, rounds: int = 5,
+                warmup: int = 2) -> dict[str, float]:
+    """Median seconds per call of each function, alternating them round by round so that
+    machine noise (turbo, other processes) hits every contender alike."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    sync(device)
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            sync(device)
+            t0 = time.perf_counter()
+            fn()
+            sync(device)
+            times[name].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def write(records: list[dict], name: str = "latest.jsonl") -> Path:
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / name
+    with open(path, "a") as f:
+        for r in records:
+            f.write(json.dumps(r) + "\n")
+    return path

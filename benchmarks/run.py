@@ -1,0 +1,39 @@
+"""Run every benchmark and append JSON lines to ``benchmarks/results/latest.jsonl``.
+
+    python -m benchmarks.run [--device cuda] [--batch 2] [--rounds 5]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+
+from . import bench_models
+from .common import write
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--batch", type=int, default=None, help="default: 2 on CPU, 32 on GPU")
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--only", nargs="*", default=None, help="subset: segmentation same mae")
+    args = p.parse_args(argv)
+    device = torch.device(args.device)
+    batch = args.batch or (32 if device.type == "cuda" else 2)
+    records = []
+    if not args.only or "segmentation" in args.only:
+        records += bench_models.bench_segmentation(device, batch, args.rounds)
+    if not args.only or "same" in args.only:
+        records += bench_models.bench_same_architecture(device, batch, args.rounds)
+    if not args.only or "mae" in args.only:
+        records += bench_models.bench_mae_step(device, batch, args.rounds)
+    for r in records:
+        print(json.dumps({k: v for k, v in r.items() if k != "env"}))
+    print(f"appended to {write(records)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
