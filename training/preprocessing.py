@@ -49,22 +49,22 @@ def scale_to_unit(image: np.ndarray, prep: Preprocessing, modality: str | None =
                   window: tuple[float, float] | None = None) -> np.ndarray:
     """Map raw intensities (HU for CT) to float32 in [0, 1].
 
-    CT uses ``window`` (e.g. from the DICOM header) or the card's ``ct_window``;
-    everything else uses the card's percentiles over the whole array. NaNs
-    become 0.
+    CT uses the card's ``ct_window`` (the window the model was trained with) or,
+    when the card has none, ``window`` (e.g. from the DICOM header); everything
+    else uses the card's percentiles over the whole array. NaNs become 0.
     """
     x = np.asarray(image, dtype=np.float32)
     modality = (modality or prep.modality or "").upper()
-    if modality == "CT" and (window or prep.ct_window):
-        center, width = window or prep.ct_window
+    if modality == "CT" and (prep.ct_window or window):
+        center, width = prep.ct_window or window
         lo, hi = center - width / 2.0, center + width / 2.0
     else:
         finite = x[np.isfinite(x)]
         if finite.size == 0:
             return np.zeros_like(x)
         lo, hi = np.percentile(finite, prep.percentiles)
-    out = (x - lo) / max(float(hi - lo), 1e-6)
-    return np.nan_to_num(np.clip(out, 0.0, 1.0, out=out), copy=False)
+    out = (x - np.float32(lo)) * np.float32(1.0 / max(float(hi - lo), 1e-6))
+    return np.nan_to_num(np.clip(out, 0.0, 1.0, out=out), copy=False).astype(np.float32, copy=False)
 
 
 def to_model_input(unit: torch.Tensor, prep: Preprocessing) -> torch.Tensor:

@@ -1,0 +1,173 @@
+"""Run a VIS-MAE model on an image or a volume: the engine behind the napari widgets.
+
+Slices are preprocessed exactly as the model card says (CT window / percentiles ->
+0-1 -> resize to the model input -> standardise), run in batches, and the
+logits resized back to each slice's own size. The work is a generator that
+yields progress after every batch, so a caller (a napari worker thread, a CLI
+progress bar) can report it and stop it between batches; ``run`` consumes it.
+"""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .model_card import ModelCard
+from .preprocessing import scale_to_unit, to_model_input
+
+
+@dataclass
+class Progress:
+    done: int
+    total: int
+
+    @property
+    def fraction(self) -> float:
+        return self.done / max(self.total, 1)
+
+
+@dataclass
+class SegmentationResult:
+    labels: np.ndarray  # like the input's spatial shape; uint8 class indices
+    slices: list[int]  # slice indices that were segmented (all others untouched, 0)
+    uncertainty: np.ndarray  # (n_slices,) mean entropy (nats) inside predicted foreground
+    probabilities: np.ndarray | None = None  # (n_slices, classes, y, x) float16, if asked
+
+
+@dataclass
+class ClassificationResult:
+    probabilities: np.ndarray  # (n_slices, classes)
+    slices: list[int]
+
+    def aggregate(self) -> np.ndarray:
+        """Study-level probabilities: the mean over slices."""
+        return self.probabilities.mean(0)
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    if requested == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("CUDA was requested but no CUDA GPU is available")
+    if requested == "mps" and not (getattr(torch.backends, "mps", None)
+                                   and torch.backends.mps.is_available()):
+        raise RuntimeError("MPS was requested but Apple Metal is not available")
+    return torch.device(requested)
+
+
+def autocast_for(device: torch.device, precision: str = "auto"):
+    """bf16 autocast only where it is faster (CUDA GPUs with bf16); fp32 elsewhere."""
+    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda"
+                                       and torch.cuda.is_bf16_supported())
+    if use_bf16:
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _as_slices(image: np.ndarray) -> tuple[np.ndarray, bool]:
+    image = np.asarray(image)
+    if image.ndim == 2:
+        return image[None], True
+    if image.ndim == 3:
+        return image, False
+    raise ValueError(f"expected a 2-D image or a 3-D volume (z, y, x), got shape {image.shape}")
+
+
+def _batches(indices: Sequence[int], size: int):
+    for i in range(0, len(indices), size):
+        yield indices[i:i + size]
+
+
+def _input_batch(vol: np.ndarray, idx: Sequence[int], card: ModelCard, modality, window,
+                 device: torch.device) -> torch.Tensor:
+    prep = card.prep
+    unit = np.stack([scale_to_unit(vol[i], prep, modality, window) for i in idx])
+    return to_model_input(torch.from_numpy(unit)[:, None].to(device), prep)
+
+
+def segment_steps(model, card: ModelCard, image: np.ndarray, *, slices: Sequence[int] | None = None,
+                  modality: str | None = None, window: tuple[float, float] | None = None,
+                  batch_size: int = 8, device: str | torch.device = "cpu", precision: str = "auto",
+                  keep_probabilities: bool = False
+                  ) -> Generator[Progress, None, SegmentationResult]:
+    """Segment ``image`` ((y, x) or (z, y, x), raw intensities, HU for CT) slice by slice.
+
+    Yields :class:`Progress` after each batch; returns a :class:`SegmentationResult`.
+    """
+    if card.task != "segmentation":
+        raise ValueError(f"model {card.name!r} is a {card.task} model, not a segmentation model")
+    vol, was_2d = _as_slices(image)
+    if not np.issubdtype(vol.dtype, np.number):
+        raise ValueError(f"image has non-numeric dtype {vol.dtype}")
+    idx = list(range(vol.shape[0])) if slices is None else [int(i) for i in slices]
+    bad = [i for i in idx if not 0 <= i < vol.shape[0]]
+    if bad:
+        raise ValueError(f"slice indices {bad[:5]} outside 0..{vol.shape[0] - 1}")
+    device = torch.device(device) if not isinstance(device, torch.device) else device
+    model = model.to(device).eval()
+    labels = np.zeros(vol.shape, np.uint8)
+    uncertainty = np.zeros(len(idx), np.float32)
+    probs_out = (np.zeros((len(idx), card.num_classes, *vol.shape[1:]), np.float16)
+                 if keep_probabilities else None)
+    done = 0
+    yield Progress(0, len(idx))
+    for batch in _batches(idx, batch_size):
+        x = _input_batch(vol, batch, card, modality, window, device)
+        with torch.inference_mode(), autocast_for(device, precision):
+            logits = model(x)
+        logits = F.interpolate(logits.float(), size=vol.shape[1:], mode="bilinear",
+                               align_corners=False)
+        p = logits.softmax(1)
+        pred = p.argmax(1)
+        entropy = -(p * p.clamp_min(1e-8).log()).sum(1)
+        fg = pred > 0
+        # mean entropy inside the predicted foreground (whole slice if nothing is predicted)
+        unc = torch.where(fg.any(dim=(1, 2)), (entropy * fg).sum((1, 2)) / fg.sum((1, 2)).clamp_min(1),
+                          entropy.mean((1, 2)))
+        labels[batch] = pred.to(torch.uint8).cpu().numpy()
+        uncertainty[done:done + len(batch)] = unc.cpu().numpy()
+        if probs_out is not None:
+            probs_out[done:done + len(batch)] = p.cpu().numpy().astype(np.float16)
+        done += len(batch)
+        yield Progress(done, len(idx))
+    return SegmentationResult(labels[0] if was_2d else labels, idx, uncertainty, probs_out)
+
+
+def classify_steps(model, card: ModelCard, image: np.ndarray, *, slices: Sequence[int] | None = None,
+                   modality: str | None = None, window: tuple[float, float] | None = None,
+                   batch_size: int = 16, device: str | torch.device = "cpu", precision: str = "auto"
+                   ) -> Generator[Progress, None, ClassificationResult]:
+    """Class probabilities per slice of ``image``; yields :class:`Progress` per batch."""
+    if card.task != "classification":
+        raise ValueError(f"model {card.name!r} is a {card.task} model, not a classifier")
+    vol, _ = _as_slices(image)
+    idx = list(range(vol.shape[0])) if slices is None else [int(i) for i in slices]
+    device = torch.device(device) if not isinstance(device, torch.device) else device
+    model = model.to(device).eval()
+    out = np.zeros((len(idx), card.num_classes), np.float32)
+    done = 0
+    yield Progress(0, len(idx))
+    for batch in _batches(idx, batch_size):
+        x = _input_batch(vol, batch, card, modality, window, device)
+        with torch.inference_mode(), autocast_for(device, precision):
+            out[done:done + len(batch)] = model(x).float().softmax(1).cpu().numpy()
+        done += len(batch)
+        yield Progress(done, len(idx))
+    return ClassificationResult(out, idx)
+
+
+def run(steps: Generator):
+    """Drive a ``*_steps`` generator to completion and return its result."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as stop:
+            return stop.value
