@@ -581,23 +581,24 @@ def _read_seg(ds, path: str) -> Volume:
 
 # ------------------------------------------------------------------------- public API
 def read_dicom(paths: Iterable[str | os.PathLike],
-               on_skip: Callable[[str, str], None] | None = None,
+               on_skip: Callable[[ImageReadError], None] | None = None,
                on_warning: Callable[[str], None] | None = None) -> list[Volume]:
     """Read DICOM files (any mix of series) into one volume per series/stack.
 
-    Files that cannot be used are passed to ``on_skip(path, reason)``; if
+    Files that cannot be used are passed to ``on_skip(error)``; if
     ``on_skip`` is None, the first problem raises :class:`ImageReadError`.
     Raises :class:`ImageReadError` if nothing at all could be read.
     """
     paths = [str(p) for p in paths]
-    skipped: list[tuple[str, str]] = []
+    skipped: list[ImageReadError] = []
 
-    def skip(path: str, reason: str):
-        log.warning("Skipped DICOM file %s: %s", path, reason)
-        skipped.append((path, reason))
+    def skip(path: str | ImageReadError, reason: str = ""):
+        err = path if isinstance(path, ImageReadError) else ImageReadError(path, reason)
+        log.warning("Skipped DICOM file %s: %s", err.path, err.reason)
+        skipped.append(err)
         if on_skip is None:
-            raise ImageReadError(path, reason)
-        on_skip(path, reason)
+            raise err
+        on_skip(err)
 
     def warn(msg: str):
         log.warning("%s", msg)
@@ -626,7 +627,7 @@ def read_dicom(paths: Iterable[str | os.PathLike],
                 raise ImageReadError(p, f"decoded pixel array has shape {arr.shape}, expected {expect}")
         except ImageReadError as e:
             decoded.pop(p, None)
-            skip(e.path, e.reason)
+            skip(e)
             continue
         except Exception as e:  # noqa: BLE001 - malformed attribute values (e.g. bad VRs)
             decoded.pop(p, None)
@@ -651,7 +652,7 @@ def read_dicom(paths: Iterable[str | os.PathLike],
                 frames = [f for f in frames if _orientation_key(f) == best]
             volumes.append(_volume_from_frames(frames, frames[0].path, skip, w, decoded))
         except ImageReadError as e:
-            skip(e.path, e.reason)
+            skip(e)
         except Exception as e:  # noqa: BLE001 - never let odd geometry escape unexplained
             skip(frames[0].path, f"cannot assemble frames ({type(e).__name__}: {e})")
         for m in w:
@@ -677,7 +678,7 @@ def read_dicom(paths: Iterable[str | os.PathLike],
             try:
                 vol = _volume_from_frames(gframes, where, skip, w, decoded)
             except ImageReadError as e:
-                skip(e.path, e.reason)
+                skip(e)
                 continue
             except Exception as e:  # noqa: BLE001
                 for f in gframes:
@@ -697,8 +698,8 @@ def read_dicom(paths: Iterable[str | os.PathLike],
             v.name = f"{v.name} ({seen[v.name]})"
     if not volumes:
         if len(paths) == 1 and skipped:
-            raise ImageReadError(*skipped[0])
+            raise skipped[0]
         raise ImageReadError(paths[0] if len(paths) == 1 else os.path.commonpath(paths) if paths else "<no files>",
                              f"no readable DICOM image among {len(paths)} file(s)"
-                             + (f"; e.g. {skipped[0][0]}: {skipped[0][1]}" if skipped else ""))
+                             + (f"; e.g. {skipped[0].path}: {skipped[0].reason}" if skipped else ""))
     return volumes

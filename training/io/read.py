@@ -25,8 +25,13 @@ class LoadReport:
     """What a read did: files used, files refused (with reasons), geometry warnings."""
 
     loaded: list[str] = field(default_factory=list)
-    skipped: list[tuple[str, str]] = field(default_factory=list)
+    errors: list[ImageReadError] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+
+    @property
+    def skipped(self) -> list[tuple[str, str]]:
+        """``(path, reason)`` of every file that was not loaded."""
+        return [(e.path, e.reason) for e in self.errors]
 
     def summary(self, max_items: int = 5) -> str:
         lines = []
@@ -102,7 +107,7 @@ def read_image(path_or_paths: str | os.PathLike | Iterable[str | os.PathLike]) -
                 result.append(read_nifti(f))
                 report.loaded.append(f)
             except ImageReadError as e:
-                report.skipped.append((e.path, e.reason))
+                report.errors.append(e)
         elif is_image_path(f):
             if f in from_dirs:
                 continue
@@ -110,18 +115,18 @@ def read_image(path_or_paths: str | os.PathLike | Iterable[str | os.PathLike]) -
                 result.append(read_2d_image(f))
                 report.loaded.append(f)
             except ImageReadError as e:
-                report.skipped.append((e.path, e.reason))
+                report.errors.append(e)
         elif f in from_dirs and (low.endswith(IGNORED_SUFFIXES) or Path(low).name in ("dicomdir", "readme")):
             continue
         else:
             dicom_files.append(f)
     if dicom_files:
         try:
-            vols = read_dicom(dicom_files, on_skip=lambda p, r: report.skipped.append((p, r)),
+            vols = read_dicom(dicom_files, on_skip=report.errors.append,
                               on_warning=report.warnings.append)
         except ImageReadError as e:
-            if not report.skipped:
-                report.skipped.append((e.path, e.reason))
+            if not report.errors:
+                report.errors.append(e)
             vols = []
         result.extend(vols)
         skipped = {p for p, _ in report.skipped}
@@ -129,8 +134,8 @@ def read_image(path_or_paths: str | os.PathLike | Iterable[str | os.PathLike]) -
     for v in result:
         report.warnings += [w for w in v.metadata.get("warnings", []) if w not in report.warnings]
     if not result:
-        if len(files) == 1 and report.skipped:
-            raise ImageReadError(*report.skipped[0])
+        if len(files) == 1 and report.errors:
+            raise report.errors[0]
         where = paths[0] if len(paths) == 1 else os.path.commonpath([os.path.abspath(p) for p in paths])
         if not report.skipped:
             raise ImageReadError(where, "contains no image files (DICOM, NIfTI, PNG, JPEG or TIFF)")

@@ -15,8 +15,8 @@ Conventions
 * Readers return arrays laid out for *radiological display*: for an axial
   acquisition, rows run anterior → posterior, columns run right → left of the
   patient (the patient's right on the viewer's left), slices run inferior →
-  superior. The third direction is always ``row_dir x col_dir`` so that the
-  ``(slice, row, column)`` frame is right-handed in LPS.
+  superior. The slice direction is always ``row_dir x col_dir`` so that the
+  ``(column, row, slice)`` = ``(i, j, k)`` frame is right-handed.
 """
 from __future__ import annotations
 

@@ -44,8 +44,9 @@ def robust_limits(array: np.ndarray, lower: float = 0.5, upper: float = 99.5,
     if a.size == 0:
         return 0.0, 1.0
     flat = a.reshape(-1)
-    if flat.size > max_samples:
-        flat = flat[:: int(np.ceil(flat.size / max_samples))]
+    if flat.size > max_samples:  # random (not strided: strides alias with the image width)
+        idx = np.random.default_rng(0).integers(0, flat.size, max_samples)
+        flat = flat[idx]
     flat = flat[np.isfinite(flat)] if np.issubdtype(flat.dtype, np.floating) else flat
     if flat.size == 0:
         return 0.0, 1.0
