@@ -3,6 +3,7 @@
 Prints one JSON line: {"benchmark": "io_load", "slices": ..., "seconds": ..., ...}.
 Usage: python benchmarks/io_load.py [--slices 300] [--size 512] [--repeat 3] [--json out.jsonl]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -76,12 +77,19 @@ def main(argv=None) -> int:
         assert v.array.shape == (args.slices, args.size, args.size), v.array.shape
         mb = sum(f.stat().st_size for f in folder.iterdir()) / 1e6
     rec = {
-        "benchmark": "io_load", "slices": args.slices, "size": args.size,
-        "seconds": round(min(times), 3), "seconds_all": [round(t, 3) for t in times],
-        "slices_per_s": round(args.slices / min(times), 1), "mb": round(mb, 1),
-        "mb_per_s": round(mb / min(times), 1), "write_seconds": round(t_write, 2),
-        "dtype": str(v.array.dtype), "spacing": [round(s, 4) for s in v.spacing],
-        "cpus": os.cpu_count(), "python": platform.python_version(),
+        "benchmark": "io_load",
+        "slices": args.slices,
+        "size": args.size,
+        "seconds": round(min(times), 3),
+        "seconds_all": [round(t, 3) for t in times],
+        "slices_per_s": round(args.slices / min(times), 1),
+        "mb": round(mb, 1),
+        "mb_per_s": round(mb / min(times), 1),
+        "write_seconds": round(t_write, 2),
+        "dtype": str(v.array.dtype),
+        "spacing": [round(s, 4) for s in v.spacing],
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
     }
     line = json.dumps(rec)
     print(line)

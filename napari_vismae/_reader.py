@@ -7,6 +7,7 @@ is kept in ``layer.metadata["affine"]`` (and NIfTI headers in
 ``metadata["nifti"]``) for the writers. Unreadable input never raises into napari:
 the reason is shown as a notification.
 """
+
 from __future__ import annotations
 
 import os
@@ -17,7 +18,19 @@ from training.io import ImageReadError, Volume, read_image
 from training.io.dicom import looks_like_dicom_file
 from training.io.windowing import default_window, window_to_limits
 
-SUFFIXES = (".dcm", ".dicom", ".ima", ".nii", ".nii.gz", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+SUFFIXES = (
+    ".dcm",
+    ".dicom",
+    ".ima",
+    ".nii",
+    ".nii.gz",
+    ".png",
+    ".jpg",
+    ".jpeg",
+    ".tif",
+    ".tiff",
+    ".bmp",
+)
 _DIR_SCAN_LIMIT = 5000
 
 
@@ -59,14 +72,24 @@ def volume_to_layer_data(vol: Volume) -> tuple[Any, dict, str]:
     """A :class:`Volume` → napari ``(data, add_kwargs, layer_type)``."""
     scale, translate = vol.display_scale_translate()
     meta = dict(vol.metadata)
-    meta.update({"affine": vol.affine, "modality": vol.modality, "window": vol.window,
-                 "source_kind": vol.metadata.get("source_kind", ""), "vismae_io": True})
+    meta.update(
+        {
+            "affine": vol.affine,
+            "modality": vol.modality,
+            "window": vol.window,
+            "source_kind": vol.metadata.get("source_kind", ""),
+            "vismae_io": True,
+        }
+    )
     n_axes = len(scale)
     n_lead = n_axes - vol.spatial_ndim
     kwargs: dict[str, Any] = {
-        "name": vol.name, "scale": scale, "translate": translate, "metadata": meta,
+        "name": vol.name,
+        "scale": scale,
+        "translate": translate,
+        "metadata": meta,
         "units": ("pixel",) * n_lead + ("mm",) * vol.spatial_ndim,
-        "axis_labels": (("t",) * n_lead + ("z", "y", "x")[-vol.spatial_ndim:]),
+        "axis_labels": (("t",) * n_lead + ("z", "y", "x")[-vol.spatial_ndim :]),
     }
     if vol.kind == "labels":
         names = meta.get("label_names")

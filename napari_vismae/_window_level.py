@@ -3,6 +3,7 @@
 CT presets are only offered for CT layers; MR/US/X-ray get the header window
 (if any) and a robust percentile window.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -35,7 +36,9 @@ def presets_for_layer(layer) -> dict[str, tuple[float, float]]:
     if header is not None:
         out[HEADER] = (float(header[0]), float(header[1]))
     out.update(presets_for_modality(layer_modality(layer)))
-    out[AUTO] = limits_to_window(*robust_limits(layer.data if not hasattr(layer.data, "levels") else layer.data[-1]))
+    out[AUTO] = limits_to_window(
+        *robust_limits(layer.data if not hasattr(layer.data, "levels") else layer.data[-1])
+    )
     return out
 
 
@@ -58,7 +61,9 @@ class WindowLevelWidget(Container):
         self._center = FloatSpinBox(label="Level", min=-1e7, max=1e7, step=1.0)
         self._width = FloatSpinBox(label="Window", min=1e-3, max=1e7, step=1.0, value=400.0)
         self._info = Label(value="")
-        super().__init__(widgets=[self._layer_box, self._preset_box, self._center, self._width, self._info])
+        super().__init__(
+            widgets=[self._layer_box, self._preset_box, self._center, self._width, self._info]
+        )
         self._updating = False
         self._layer_box.changed.connect(self._on_layer)
         self._preset_box.changed.connect(self._on_preset)
@@ -70,8 +75,11 @@ class WindowLevelWidget(Container):
 
     # -- helpers -------------------------------------------------------------------
     def _image_layers(self, _widget=None):
-        return [(ly.name, ly) for ly in self._viewer.layers
-                if ly.__class__.__name__ == "Image" and not getattr(ly, "rgb", False)]
+        return [
+            (ly.name, ly)
+            for ly in self._viewer.layers
+            if ly.__class__.__name__ == "Image" and not getattr(ly, "rgb", False)
+        ]
 
     def _refresh_layers(self, _event=None):
         self._layer_box.reset_choices()

@@ -5,6 +5,7 @@ plugin (e.g. a re-opened segmentation); otherwise from the image layer it was
 drawn on: the open viewer's image layer read by this plugin whose spatial shape
 matches (preferring the same scale/translate).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -36,18 +37,24 @@ def find_reference(data: np.ndarray, attributes: dict[str, Any]) -> dict | None:
     if meta.get("vismae_io") and meta.get("source_kind") in ("dicom", "nifti", "image"):
         return meta
     shape = _spatial_shape(meta, np.shape(data))
-    scale = tuple(attributes.get("scale", ()))[-len(shape):]
-    translate = tuple(attributes.get("translate", ()))[-len(shape):]
+    scale = tuple(attributes.get("scale", ()))[-len(shape) :]
+    translate = tuple(attributes.get("translate", ()))[-len(shape) :]
     candidates = []
     for layer in _viewer_images():
         lmeta = layer.metadata or {}
         if not lmeta.get("vismae_io"):
             continue
         lshape = tuple(layer.data.shape[:-1] if layer.rgb else layer.data.shape)
-        if tuple(lshape[-len(shape):]) != shape or len(lshape) < len(shape):
+        if tuple(lshape[-len(shape) :]) != shape or len(lshape) < len(shape):
             continue
-        same_geom = (np.allclose(layer.scale[-len(shape):], scale)
-                     and np.allclose(layer.translate[-len(shape):], translate)) if scale else False
+        same_geom = (
+            (
+                np.allclose(layer.scale[-len(shape) :], scale)
+                and np.allclose(layer.translate[-len(shape) :], translate)
+            )
+            if scale
+            else False
+        )
         candidates.append((not same_geom, lmeta))
     if not candidates:
         return None
@@ -63,7 +70,7 @@ def _fallback_affine(data, attributes) -> np.ndarray:
     if nd == 2:
         scale, translate = [1.0, *scale], [0.0, *translate]
     aff = np.eye(4)
-    for col, (s, t) in enumerate(zip(scale, translate)):
+    for col, (s, t) in enumerate(zip(scale, translate, strict=False)):
         aff[2 - col, col] = s
         aff[2 - col, 3] = t
     return aff
@@ -77,7 +84,9 @@ def _spatial_labels(data) -> np.ndarray:
 def write_labels_nifti(path: str, data: Any, attributes: dict) -> list[str]:
     ref = find_reference(data, attributes)
     if ref is None:
-        writers.write_labels_nifti(path, _spatial_labels(data), affine=_fallback_affine(data, attributes))
+        writers.write_labels_nifti(
+            path, _spatial_labels(data), affine=_fallback_affine(data, attributes)
+        )
     else:
         writers.write_labels_nifti(path, _spatial_labels(data), ref)
     return [path]
@@ -86,14 +95,23 @@ def write_labels_nifti(path: str, data: Any, attributes: dict) -> list[str]:
 def write_labels_dicom_seg(path: str, data: Any, attributes: dict) -> list[str]:
     ref = find_reference(data, attributes)
     if ref is None or not ref.get("dicom_headers"):
-        raise ImageWriteError(path, "DICOM-SEG needs the DICOM image these labels were drawn on "
-                                    "to be open in the viewer (read with napari-vismae)")
+        raise ImageWriteError(
+            path,
+            "DICOM-SEG needs the DICOM image these labels were drawn on "
+            "to be open in the viewer (read with napari-vismae)",
+        )
     meta = attributes.get("metadata") or {}
     names = dict(meta.get("label_names") or {})
     feats = attributes.get("features")
     try:
         if feats is not None and "index" in feats and "name" in feats:
-            names.update({int(i): str(n) for i, n in zip(feats["index"], feats["name"]) if int(i) > 0})
+            names.update(
+                {
+                    int(i): str(n)
+                    for i, n in zip(feats["index"], feats["name"], strict=False)
+                    if int(i) > 0
+                }
+            )
     except Exception:  # noqa: BLE001 - features are optional decoration
         pass
     colours = {}
@@ -105,9 +123,15 @@ def write_labels_dicom_seg(path: str, data: Any, attributes: dict) -> list[str]:
             colours = {v: tuple(rgba[i, :3]) for i, v in enumerate(values)}
         except Exception:  # noqa: BLE001
             colours = {}
-    writers.write_labels_dicom_seg(path, _spatial_labels(data), ref, segment_names=names, colors=colours,
-                                   algorithm_name=str(meta.get("algorithm_name", "VIS-MAE")),
-                                   manual=bool(meta.get("manual", False)))
+    writers.write_labels_dicom_seg(
+        path,
+        _spatial_labels(data),
+        ref,
+        segment_names=names,
+        colors=colours,
+        algorithm_name=str(meta.get("algorithm_name", "VIS-MAE")),
+        manual=bool(meta.get("manual", False)),
+    )
     return [path]
 
 

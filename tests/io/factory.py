@@ -2,6 +2,7 @@
 
 No patient data: every identifier is a fixed dummy value.
 """
+
 from __future__ import annotations
 
 import random
@@ -18,12 +19,33 @@ def stored_values(k: int, rows: int, cols: int) -> np.ndarray:
     return (k * 100 + (j * 3 + i) % 97).astype(np.uint16)
 
 
-def make_series(folder, n=8, rows=24, cols=20, spacing=2.5, pixel_spacing=(0.8, 0.7),
-                origin=(-100.0, -120.0, 50.0), row_dir=(1, 0, 0), col_dir=(0, 1, 0),
-                offsets=None, modality="CT", slope=1.0, intercept=-1024.0, window=(40, 400),
-                series_uid=None, study_uid=None, frame_uid=None, description="Synthetic",
-                series_number=1, shuffle=True, photometric="MONOCHROME2", positions=True,
-                seed=0, prefix="img", shapes=None) -> dict:
+def make_series(
+    folder,
+    n=8,
+    rows=24,
+    cols=20,
+    spacing=2.5,
+    pixel_spacing=(0.8, 0.7),
+    origin=(-100.0, -120.0, 50.0),
+    row_dir=(1, 0, 0),
+    col_dir=(0, 1, 0),
+    offsets=None,
+    modality="CT",
+    slope=1.0,
+    intercept=-1024.0,
+    window=(40, 400),
+    series_uid=None,
+    study_uid=None,
+    frame_uid=None,
+    description="Synthetic",
+    series_number=1,
+    shuffle=True,
+    photometric="MONOCHROME2",
+    positions=True,
+    seed=0,
+    prefix="img",
+    shapes=None,
+) -> dict:
     """Write ``n`` single-frame slices into ``folder``; return the ground truth.
 
     ``offsets`` are the slice positions along the normal (default ``k * spacing``).
@@ -97,6 +119,15 @@ def make_series(folder, n=8, rows=24, cols=20, spacing=2.5, pixel_spacing=(0.8, 
         f = folder / f"{prefix}{name_idx:04d}.dcm"
         ds.save_as(f, enforce_file_format=True)
         files.append(f)
-    return {"files": files, "order": order, "series_uid": series_uid, "study_uid": study_uid,
-            "frame_uid": frame_uid, "normal": normal, "row_dir": row_dir, "col_dir": col_dir,
-            "origin": np.asarray(origin, float), "offsets": offsets}
+    return {
+        "files": files,
+        "order": order,
+        "series_uid": series_uid,
+        "study_uid": study_uid,
+        "frame_uid": frame_uid,
+        "normal": normal,
+        "row_dir": row_dir,
+        "col_dir": col_dir,
+        "origin": np.asarray(origin, float),
+        "offsets": offsets,
+    }

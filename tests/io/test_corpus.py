@@ -2,6 +2,7 @@
 
 About 250 files, ~5-10 s on 2 cores; the counts are written to the test log.
 """
+
 import logging
 import os
 

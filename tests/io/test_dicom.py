@@ -1,4 +1,5 @@
 """DICOM series/multi-frame reading against known geometry and pydicom's own LUTs."""
+
 import logging
 import shutil
 
@@ -31,7 +32,9 @@ def test_shuffled_series_is_sorted_by_position_with_geometry(tmp_path):
         np.testing.assert_array_equal(v.array[k], stored_values(k, 24, 20).astype(np.int32) - 1024)
     np.testing.assert_allclose(v.spacing, (2.5, 0.8, 0.7))
     np.testing.assert_allclose(v.origin, gt["origin"])
-    np.testing.assert_allclose(v.index_to_lps((8, 23, 19)), gt["origin"] + [19 * 0.7, 23 * 0.8, 8 * 2.5])
+    np.testing.assert_allclose(
+        v.index_to_lps((8, 23, 19)), gt["origin"] + [19 * 0.7, 23 * 0.8, 8 * 2.5]
+    )
     assert v.modality == "CT" and v.window == (40.0, 400.0)
     assert v.name == "CT Synthetic"
     assert v.metadata["units"] == "HU"
@@ -39,7 +42,10 @@ def test_shuffled_series_is_sorted_by_position_with_geometry(tmp_path):
     # per-slice UIDs and files are in display order
     sops = [pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID for f in v.metadata["files"]]
     assert sops == v.metadata["sop_instance_uids"]
-    ks = [int(pydicom.dcmread(f, stop_before_pixels=True).InstanceNumber) - 1 for f in v.metadata["files"]]
+    ks = [
+        int(pydicom.dcmread(f, stop_before_pixels=True).InstanceNumber) - 1
+        for f in v.metadata["files"]
+    ]
     assert ks == list(range(9))
 
 
@@ -49,11 +55,13 @@ def test_oblique_orientation_gives_full_affine(tmp_path):
     col = np.array([-np.sin(a) * 0.2, np.cos(a) * 0.2, -1.0])
     col -= np.dot(col, row) * np.asarray(row)
     col /= np.linalg.norm(col)
-    gt = make_series(tmp_path / "obl", n=5, spacing=3.0, row_dir=row, col_dir=col, origin=(10, 20, 30))
+    make_series(tmp_path / "obl", n=5, spacing=3.0, row_dir=row, col_dir=col, origin=(10, 20, 30))
     v = read_image(tmp_path / "obl")[0]
     normal = np.cross(row, col)
     for k, j, i in [(0, 0, 0), (4, 0, 0), (2, 5, 7), (4, 23, 19)]:
-        expect = np.array([10, 20, 30]) + k * 3.0 * normal + j * 0.8 * col + i * 0.7 * np.asarray(row)
+        expect = (
+            np.array([10, 20, 30]) + k * 3.0 * normal + j * 0.8 * col + i * 0.7 * np.asarray(row)
+        )
         np.testing.assert_allclose(v.index_to_lps((k, j, i)), expect, atol=1e-4)
     np.testing.assert_allclose(v.direction.T @ v.direction, np.eye(3), atol=1e-5)
     # (column, row, slice) = (i, j, k) is right-handed: slice direction = row_dir x col_dir
@@ -63,7 +71,7 @@ def test_oblique_orientation_gives_full_affine(tmp_path):
 
 def test_slices_ordered_along_normal_not_by_z(tmp_path):
     # sagittal: slices stack along -x; ordering by position · normal, not by InstanceNumber/name
-    gt = make_series(tmp_path / "sag", n=6, row_dir=(0, 1, 0), col_dir=(0, 0, -1), spacing=1.5)
+    make_series(tmp_path / "sag", n=6, row_dir=(0, 1, 0), col_dir=(0, 0, -1), spacing=1.5)
     v = read_image(tmp_path / "sag")[0]
     steps = np.diff([v.index_to_lps((k, 0, 0)) for k in range(6)], axis=0)
     np.testing.assert_allclose(steps, [[-1.5, 0, 0]] * 5, atol=1e-6)
@@ -87,8 +95,17 @@ def test_uneven_spacing_and_gap_warn(tmp_path, caplog):
 def test_several_series_in_one_folder(tmp_path):
     study = pydicom.uid.generate_uid()
     make_series(tmp_path / "study", n=4, description="Axial", study_uid=study, prefix="a")
-    make_series(tmp_path / "study", n=3, modality="MR", slope=None, window=None, description="T1",
-                study_uid=study, prefix="b", series_number=2)
+    make_series(
+        tmp_path / "study",
+        n=3,
+        modality="MR",
+        slope=None,
+        window=None,
+        description="T1",
+        study_uid=study,
+        prefix="b",
+        series_number=2,
+    )
     vols = read_image(tmp_path / "study")
     names = sorted(v.name for v in vols)
     assert names == ["CT Axial", "MR T1"]

@@ -1,4 +1,5 @@
 """NIfTI reading (nibabel test data: oblique, 4-D, NIfTI-2) and the bit-exact affine round trip."""
+
 import gzip
 import os
 
@@ -9,8 +10,14 @@ from nibabel.testing import data_path
 
 from training.io import ImageReadError, read_image, write_labels_nifti
 
-FILES = ["anatomical.nii", "example4d.nii.gz", "example_nifti2.nii.gz", "standard.nii.gz",
-         "reoriented_anat_moved.nii", "functional.nii"]
+FILES = [
+    "anatomical.nii",
+    "example4d.nii.gz",
+    "example_nifti2.nii.gz",
+    "standard.nii.gz",
+    "reoriented_anat_moved.nii",
+    "functional.nii",
+]
 
 
 def _p(name):
@@ -82,7 +89,9 @@ def test_labels_round_trip_keeps_affine_bit_for_bit(tmp_path, name):
     assert back.shape == src.shape[:3]
     ref = np.asarray(src.dataobj)
     ref = ref[..., 0] if ref.ndim == 4 else ref
-    np.testing.assert_array_equal(np.asarray(back.dataobj) == 1, (ref > np.median(ref)) & (np.asarray(back.dataobj) != 2))
+    np.testing.assert_array_equal(
+        np.asarray(back.dataobj) == 1, (ref > np.median(ref)) & (np.asarray(back.dataobj) != 2)
+    )
     again = read_image(out)[0]  # and it reopens aligned with the image
     assert again.kind == "labels"
     np.testing.assert_array_equal(again.array, labels)

@@ -1,4 +1,5 @@
 """Label writers: DICOM-SEG referencing the source series (highdicom), NIfTI from DICOM, PNG."""
+
 import highdicom as hd
 import imageio.v3 as iio
 import numpy as np
@@ -6,7 +7,13 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
-from training.io import ImageWriteError, read_image, write_labels, write_labels_dicom_seg, write_labels_png
+from training.io import (
+    ImageWriteError,
+    read_image,
+    write_labels,
+    write_labels_dicom_seg,
+    write_labels_png,
+)
 from training.io.writers import write_labels_nifti
 
 from .factory import make_series
@@ -31,20 +38,34 @@ def test_dicom_seg_references_source_and_reopens_aligned(tmp_path, oblique_serie
     v, gt = oblique_series
     lab = _labels(v.array.shape)
     out = tmp_path / "seg.dcm"
-    write_labels_dicom_seg(out, lab, v, segment_names={1: "Liver", 5: "Lesion"},
-                           colors={1: (255, 0, 0), 5: (0, 0.5, 1.0)}, algorithm_name="VIS-MAE-test")
+    write_labels_dicom_seg(
+        out,
+        lab,
+        v,
+        segment_names={1: "Liver", 5: "Lesion"},
+        colors={1: (255, 0, 0), 5: (0, 0.5, 1.0)},
+        algorithm_name="VIS-MAE-test",
+    )
     seg = hd.seg.segread(out)
     assert seg.StudyInstanceUID == gt["study_uid"]
     assert seg.FrameOfReferenceUID == gt["frame_uid"]
     refs = {r.SeriesInstanceUID for r in seg.ReferencedSeriesSequence}
     assert refs == {gt["series_uid"]}
-    ref_sops = {i.ReferencedSOPInstanceUID for r in seg.ReferencedSeriesSequence
-                for i in r.ReferencedInstanceSequence}
+    ref_sops = {
+        i.ReferencedSOPInstanceUID
+        for r in seg.ReferencedSeriesSequence
+        for i in r.ReferencedInstanceSequence
+    }
     assert ref_sops == set(v.metadata["sop_instance_uids"])
     labels = [s.SegmentLabel for s in seg.SegmentSequence]
     assert labels == ["Liver", "Lesion"]
-    assert seg.SegmentSequence[0].SegmentationAlgorithmIdentificationSequence[0].AlgorithmName == "VIS-MAE-test"
-    rgb = hd.color.CIELabColor.from_dicom_value(seg.SegmentSequence[0].RecommendedDisplayCIELabValue).to_rgb()
+    assert (
+        seg.SegmentSequence[0].SegmentationAlgorithmIdentificationSequence[0].AlgorithmName
+        == "VIS-MAE-test"
+    )
+    rgb = hd.color.CIELabColor.from_dicom_value(
+        seg.SegmentSequence[0].RecommendedDisplayCIELabValue
+    ).to_rgb()
     assert tuple(rgb) == pytest.approx((255, 0, 0), abs=2)
     # reopen through our reader: same grid, same affine, same values
     back = read_image(out)[0]

@@ -1,4 +1,5 @@
 """napari plugin: reader/writer contracts (no viewer) and viewer-level tests (gui)."""
+
 import os
 
 import nibabel as nib
@@ -10,7 +11,6 @@ from pydicom.data import get_testdata_file
 from napari_vismae import _reader, _writer
 from napari_vismae._window_level import AUTO, HEADER, apply_window, presets_for_layer
 from tests.io.factory import make_series
-from training.io import read_image
 from training.io.windowing import CT_PRESETS
 
 
@@ -33,7 +33,7 @@ def test_get_reader_accepts_series_folder_and_files(tmp_path):
 
 def test_layer_data_has_mm_geometry_and_window(tmp_path):
     gt = make_series(tmp_path / "s", n=5, spacing=2.5, pixel_spacing=(0.8, 0.7))
-    (data, kwargs, kind), = _reader.read_layers(str(tmp_path / "s"))
+    ((data, kwargs, kind),) = _reader.read_layers(str(tmp_path / "s"))
     assert kind == "image" and data.shape == (5, 24, 20)
     assert kwargs["scale"] == pytest.approx((2.5, 0.8, 0.7))
     assert kwargs["translate"] == pytest.approx((50.0, -120.0, -100.0))  # (z, y, x) LPS of voxel 0
@@ -44,10 +44,10 @@ def test_layer_data_has_mm_geometry_and_window(tmp_path):
 
 def test_modality_default_contrast_without_header(tmp_path):
     make_series(tmp_path / "ct", n=2, window=None)
-    (_, kw, _), = _reader.read_layers(str(tmp_path / "ct"))
+    ((_, kw, _),) = _reader.read_layers(str(tmp_path / "ct"))
     assert kw["contrast_limits"] == [-150.0, 250.0]  # CT soft-tissue default
     make_series(tmp_path / "mr", n=2, window=None, modality="MR", slope=None)
-    (data, kw, _), = _reader.read_layers(str(tmp_path / "mr"))
+    ((data, kw, _),) = _reader.read_layers(str(tmp_path / "mr"))
     lo, hi = kw["contrast_limits"]
     assert data.min() <= lo < hi <= data.max()  # percentiles, not a CT window
 
@@ -72,9 +72,13 @@ def test_reader_turns_errors_into_notifications(tmp_path, monkeypatch):
 
 def test_writer_finds_geometry_in_layer_metadata(tmp_path):
     src = os.path.join(data_path, "anatomical.nii")
-    (data, kwargs, _), = _reader.read_layers(src)
+    ((data, kwargs, _),) = _reader.read_layers(src)
     labels = (data > np.median(data)).astype(np.uint8)
-    attrs = {"metadata": kwargs["metadata"], "scale": kwargs["scale"], "translate": kwargs["translate"]}
+    attrs = {
+        "metadata": kwargs["metadata"],
+        "scale": kwargs["scale"],
+        "translate": kwargs["translate"],
+    }
     out = str(tmp_path / "lab.nii.gz")
     assert _writer.write_labels_nifti(out, labels, attrs) == [out]
     assert np.array_equal(nib.load(out).affine, nib.load(src).affine)
@@ -83,7 +87,9 @@ def test_writer_finds_geometry_in_layer_metadata(tmp_path):
 def test_writer_without_reference_uses_scale_translate(tmp_path):
     out = str(tmp_path / "plain.nii")
     lab = np.zeros((3, 4, 5), np.uint8)
-    _writer.write_labels_nifti(out, lab, {"metadata": {}, "scale": (2, 3, 4), "translate": (10, 20, 30)})
+    _writer.write_labels_nifti(
+        out, lab, {"metadata": {}, "scale": (2, 3, 4), "translate": (10, 20, 30)}
+    )
     img = nib.load(out)
     np.testing.assert_allclose(np.abs(np.diag(img.affine))[:3], (4, 3, 2))
     with pytest.raises(Exception, match="DICOM-SEG needs"):
@@ -119,7 +125,9 @@ def test_viewer_opens_dicom_folder_and_saves_seg_and_nifti(make_napari_viewer, t
     assert tuple(ct.scale) == pytest.approx((2.5, 0.8, 0.7))
     assert list(ct.contrast_limits) == [-160.0, 240.0]
     # paint on napari's own new Labels layer (no metadata): the writer finds the image
-    lab = viewer.add_labels(np.zeros(ct.data.shape, np.uint8), scale=ct.scale, translate=ct.translate)
+    lab = viewer.add_labels(
+        np.zeros(ct.data.shape, np.uint8), scale=ct.scale, translate=ct.translate
+    )
     lab.data[2:4, 5:10, 5:10] = 1
     seg_path = str(tmp_path / "out" / "seg.dcm")
     nii_path = str(tmp_path / "out" / "seg.nii.gz")
@@ -151,8 +159,11 @@ def test_viewer_nifti_round_trip_and_window_widget(make_napari_viewer, tmp_path)
     src = os.path.join(data_path, "example4d.nii.gz")
     img_layer = viewer.open(src, plugin="napari-vismae")[0]
     assert img_layer.data.ndim == 4
-    lab = viewer.add_labels(np.zeros(img_layer.data.shape[1:], np.uint8),
-                            scale=img_layer.scale[1:], translate=img_layer.translate[1:])
+    lab = viewer.add_labels(
+        np.zeros(img_layer.data.shape[1:], np.uint8),
+        scale=img_layer.scale[1:],
+        translate=img_layer.translate[1:],
+    )
     lab.data[5, 10:20, 10:20] = 3
     out = str(tmp_path / "lab.nii.gz")
     lab.save(out, plugin="napari-vismae")

@@ -6,6 +6,7 @@ Write: :func:`write_labels_nifti`, :func:`write_labels_dicom_seg`,
 :func:`write_labels_png` (all atomic). Window/level: :mod:`.windowing`.
 See :mod:`.volume` for the array/affine conventions.
 """
+
 from .errors import ImageReadError, ImageWriteError, MissingDecoderError
 from .read import LoadReport, ReadResult, read_image
 from .volume import Volume
@@ -13,8 +14,19 @@ from .windowing import CT_PRESETS, default_window, presets_for_modality, window_
 from .writers import write_labels, write_labels_dicom_seg, write_labels_nifti, write_labels_png
 
 __all__ = [
-    "CT_PRESETS", "ImageReadError", "ImageWriteError", "LoadReport", "MissingDecoderError",
-    "ReadResult", "Volume", "default_window", "presets_for_modality", "read_image",
-    "window_to_unit", "write_labels", "write_labels_dicom_seg", "write_labels_nifti",
+    "CT_PRESETS",
+    "ImageReadError",
+    "ImageWriteError",
+    "LoadReport",
+    "MissingDecoderError",
+    "ReadResult",
+    "Volume",
+    "default_window",
+    "presets_for_modality",
+    "read_image",
+    "window_to_unit",
+    "write_labels",
+    "write_labels_dicom_seg",
+    "write_labels_nifti",
     "write_labels_png",
 ]

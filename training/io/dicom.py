@@ -14,6 +14,7 @@
 * Every per-file problem becomes an :class:`ImageReadError` naming the file.
   Patient identifiers are never put in messages or logs.
 """
+
 from __future__ import annotations
 
 import logging
@@ -32,10 +33,12 @@ from .volume import Volume, affine_from_geometry, canonical_slice_order
 
 log = logging.getLogger(__name__)
 
-SEG_SOP_CLASSES = frozenset({
-    "1.2.840.10008.5.1.4.1.1.66.4",  # Segmentation Storage
-    "1.2.840.10008.5.1.4.1.1.66.7",  # Label Map Segmentation Storage
-})
+SEG_SOP_CLASSES = frozenset(
+    {
+        "1.2.840.10008.5.1.4.1.1.66.4",  # Segmentation Storage
+        "1.2.840.10008.5.1.4.1.1.66.7",  # Label Map Segmentation Storage
+    }
+)
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
 PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 
@@ -167,7 +170,9 @@ def read_dataset(path: str | os.PathLike):
         except Exception as e:  # noqa: BLE001 - any parser failure means "not DICOM"
             raise ImageReadError(path, f"not a DICOM file ({type(e).__name__})") from None
         if not any(k in ds for k in ("SOPClassUID", "Rows", "PixelData", "Modality")):
-            raise ImageReadError(path, "not a DICOM file (no DICOM preamble or known attributes)")
+            raise ImageReadError(
+                path, "not a DICOM file (no DICOM preamble or known attributes)"
+            ) from None
     except FileNotFoundError:
         raise ImageReadError(path, "file not found") from None
     except IsADirectoryError:
@@ -175,7 +180,9 @@ def read_dataset(path: str | os.PathLike):
     except PermissionError:
         raise ImageReadError(path, "permission denied") from None
     except Exception as e:  # noqa: BLE001 - truncated/corrupt files raise many types
-        raise ImageReadError(path, f"corrupt or truncated DICOM file ({type(e).__name__}: {e})") from None
+        raise ImageReadError(
+            path, f"corrupt or truncated DICOM file ({type(e).__name__}: {e})"
+        ) from None
     _ensure_transfer_syntax(ds)
     return ds
 
@@ -192,13 +199,18 @@ def _ensure_transfer_syntax(ds) -> None:
     if meta is None:
         ds.file_meta = meta = FileMetaDataset()
     if little in (None, True):
-        meta.TransferSyntaxUID = ImplicitVRLittleEndian if implicit in (None, True) else ExplicitVRLittleEndian
+        meta.TransferSyntaxUID = (
+            ImplicitVRLittleEndian if implicit in (None, True) else ExplicitVRLittleEndian
+        )
     else:
         meta.TransferSyntaxUID = ExplicitVRBigEndian
 
 
 def _no_pixel_reason(ds) -> str:
-    sop_class = str(getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", "") or ds.get("SOPClassUID", ""))
+    sop_class = str(
+        getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", "")
+        or ds.get("SOPClassUID", "")
+    )
     if sop_class == DICOMDIR_SOP_CLASS or "DirectoryRecordSequence" in ds:
         return "is a DICOMDIR index, not an image (open the folder that contains it instead)"
     try:
@@ -252,17 +264,26 @@ def frames_of(ds, path: str) -> list[_Frame]:
                 extra["stack"] = str(content.get("StackID", "") or "")
                 extra["temporal"] = content.get("TemporalPositionIndex")
             if meas is not None:
-                extra["thickness"] = _first(meas.get("SpacingBetweenSlices")) or _first(meas.get("SliceThickness"))
-            frames.append(_Frame(
-                path, ds, f,
-                _floats(pos.get("ImagePositionPatient"), 3) if pos is not None else top_pos,
-                _floats(ori.get("ImageOrientationPatient"), 6) if ori is not None else top_ori,
-                tuple(ps) if ps is not None else (tuple(top_ps) if top_ps is not None else None),
-                top_slope if slope is None else slope,
-                top_inter if inter is None else inter,
-                (_window_of(voi) if voi is not None else None) or top_window,
-                instance, extra,
-            ))
+                extra["thickness"] = _first(meas.get("SpacingBetweenSlices")) or _first(
+                    meas.get("SliceThickness")
+                )
+            frames.append(
+                _Frame(
+                    path,
+                    ds,
+                    f,
+                    _floats(pos.get("ImagePositionPatient"), 3) if pos is not None else top_pos,
+                    _floats(ori.get("ImageOrientationPatient"), 6) if ori is not None else top_ori,
+                    tuple(ps)
+                    if ps is not None
+                    else (tuple(top_ps) if top_ps is not None else None),
+                    top_slope if slope is None else slope,
+                    top_inter if inter is None else inter,
+                    (_window_of(voi) if voi is not None else None) or top_window,
+                    instance,
+                    extra,
+                )
+            )
         for fr in frames:
             fr.slope = 1.0 if fr.slope is None else fr.slope
             fr.intercept = 0.0 if fr.intercept is None else fr.intercept
@@ -272,8 +293,12 @@ def frames_of(ds, path: str) -> list[_Frame]:
     inter = 0.0 if top_inter is None else top_inter
     ps = tuple(top_ps) if top_ps is not None else None
     if n_frames == 1:
-        extra = {"thickness": _first(ds.get("SpacingBetweenSlices")) or _first(ds.get("SliceThickness"))}
-        return [_Frame(path, ds, None, top_pos, top_ori, ps, slope, inter, top_window, instance, extra)]
+        extra = {
+            "thickness": _first(ds.get("SpacingBetweenSlices")) or _first(ds.get("SliceThickness"))
+        }
+        return [
+            _Frame(path, ds, None, top_pos, top_ori, ps, slope, inter, top_window, instance, extra)
+        ]
     # classic multi-frame: RT dose grid offsets, or a fixed spacing, or time (cine)
     offsets = _floats(ds.get("GridFrameOffsetVector"))
     step = _first(ds.get("SpacingBetweenSlices")) or _first(ds.get("SliceThickness"))
@@ -287,7 +312,9 @@ def frames_of(ds, path: str) -> list[_Frame]:
             elif step:
                 pos = top_pos + normal * step * f
         extra = {"thickness": step, "classic_multiframe": True}
-        frames.append(_Frame(path, ds, f, pos, top_ori, ps, slope, inter, top_window, instance, extra))
+        frames.append(
+            _Frame(path, ds, f, pos, top_ori, ps, slope, inter, top_window, instance, extra)
+        )
     return frames
 
 
@@ -333,7 +360,9 @@ def _to_values(raw: np.ndarray, frames: Sequence[_Frame], ds, path: str) -> tupl
         try:
             out = apply_color_lut(raw, ds)
         except Exception as e:  # noqa: BLE001
-            raise ImageReadError(path, f"cannot apply the palette colour LUT ({type(e).__name__}: {e})") from None
+            raise ImageReadError(
+                path, f"cannot apply the palette colour LUT ({type(e).__name__}: {e})"
+            ) from None
         info["rgb"] = True
         return out, info
     if raw.dtype.kind == "f":  # float pixel data: already real values
@@ -365,13 +394,15 @@ def _to_values(raw: np.ndarray, frames: Sequence[_Frame], ds, path: str) -> tupl
                     out += dtype(inters[0]) if dtype != np.float32 else inters[0]
                 out = out.astype(dtype, copy=False)
             else:
-                out = (raw.astype(np.float64) * slopes[:, None, None] + inters[:, None, None]).astype(dtype)
+                out = (
+                    raw.astype(np.float64) * slopes[:, None, None] + inters[:, None, None]
+                ).astype(dtype)
     if photometric == "MONOCHROME1":
         lo, hi = _stored_range(ds)
         s, b = frames[0].slope, frames[0].intercept
         vlo, vhi = sorted((lo * s + b, hi * s + b))
         if out.dtype.kind in "iu":
-            out = (np.int64(vlo + vhi) - out.astype(np.int64))
+            out = np.int64(vlo + vhi) - out.astype(np.int64)
             out = out.astype(np.int32 if out.min() < -32768 or out.max() > 32767 else np.int16)
         else:
             out = (vlo + vhi) - out
@@ -391,21 +422,34 @@ def _pixel_shape(ds) -> tuple:
 
 
 def _order_frames(frames: list[_Frame], where: str, warnings: list[str]):
-    """Sort frames along the slice normal; return (frames, positions along normal or None, dropped)."""
+    """Sort frames along the slice normal.
+
+    Returns (frames, positions along the normal or None, dropped duplicates).
+    """
     dropped: list[_Frame] = []
     if len(frames) == 1:
         return frames, None, dropped
     have_geometry = all(f.position is not None and f.orientation is not None for f in frames)
     if not have_geometry:
-        frames = sorted(frames, key=lambda f: (f.instance, f.frame if f.frame is not None else 0, f.path))
-        if any(f.position is None for f in frames) and frames[0].extra.get("classic_multiframe") is None:
+        frames = sorted(
+            frames, key=lambda f: (f.instance, f.frame if f.frame is not None else 0, f.path)
+        )
+        if (
+            any(f.position is None for f in frames)
+            and frames[0].extra.get("classic_multiframe") is None
+        ):
             warnings.append(f"{where}: no ImagePositionPatient; slices ordered by InstanceNumber")
         return frames, None, dropped
     ori = frames[0].orientation
     normal = np.cross(ori[:3], ori[3:])
     dist = np.array([float(np.dot(f.position, normal)) for f in frames])
-    order = np.lexsort((np.array([f.instance for f in frames]),
-                        np.array([f.frame if f.frame is not None else 0 for f in frames]), dist))
+    order = np.lexsort(
+        (
+            np.array([f.instance for f in frames]),
+            np.array([f.frame if f.frame is not None else 0 for f in frames]),
+            dist,
+        )
+    )
     frames = [frames[i] for i in order]
     dist = dist[order]
     keep = [0]
@@ -433,8 +477,10 @@ def _slice_step(frames: list[_Frame], dist, where: str, warnings: list[str]) -> 
     step = (frames[-1].position - frames[0].position) / (len(frames) - 1)
     if np.ptp(diffs) > max(1e-2 * med, 1e-3):
         gaps = int(np.sum(diffs > 1.5 * med))
-        msg = (f"{where}: uneven slice spacing ({diffs.min():.3g}–{diffs.max():.3g} mm, "
-               f"median {med:.3g} mm)")
+        msg = (
+            f"{where}: uneven slice spacing ({diffs.min():.3g}–{diffs.max():.3g} mm, "
+            f"median {med:.3g} mm)"
+        )
         if gaps:
             msg += f"; {gaps} gap(s) (missing slices?)"
         msg += "; the volume assumes the median spacing"
@@ -443,22 +489,35 @@ def _slice_step(frames: list[_Frame], dist, where: str, warnings: list[str]) -> 
         unit = step / np.linalg.norm(step)
         step = unit * med / float(np.dot(unit, normal))
     if np.linalg.norm(np.cross(step / np.linalg.norm(step), normal)) > 1e-3:
-        warnings.append(f"{where}: slices are not stacked along their normal (gantry tilt?); the affine is sheared")
+        warnings.append(
+            f"{where}: slices are not stacked along their normal (gantry tilt?); "
+            "the affine is sheared"
+        )
     return step
 
 
-def _volume_from_frames(frames: list[_Frame], group_name: str, report_skip: Callable[[str, str], None],
-                        warnings: list[str], decoded: dict) -> Volume:
+def _volume_from_frames(
+    frames: list[_Frame],
+    group_name: str,
+    report_skip: Callable[[str, str], None],
+    warnings: list[str],
+    decoded: dict,
+) -> Volume:
     where = group_name
     frames, dist, dropped = _order_frames(frames, where, warnings)
     for d in dropped:
         if d.frame is None:
-            report_skip(d.path, "duplicate slice position in its series (another echo/phase/acquisition?); "
-                                "kept the first one")
+            report_skip(
+                d.path,
+                "duplicate slice position in its series (another echo/phase/acquisition?); "
+                "kept the first one",
+            )
     if dropped and frames[0].frame is not None:
         # several temporal positions / stacks in one multi-frame file
-        warnings.append(f"{where}: {len(dropped)} frame(s) share a position with another frame; "
-                        "only the first frame at each position is shown")
+        warnings.append(
+            f"{where}: {len(dropped)} frame(s) share a position with another frame; "
+            "only the first frame at each position is shown"
+        )
     ds0 = frames[0].ds
     # pixels
     raws = []
@@ -469,7 +528,9 @@ def _volume_from_frames(frames: list[_Frame], group_name: str, report_skip: Call
     values, info = _to_values(raw, frames, ds0, frames[0].path)
     # geometry
     ori = frames[0].orientation
-    row_dir, col_dir = (ori[:3], ori[3:]) if ori is not None else (np.array([1.0, 0, 0]), np.array([0, 1.0, 0]))
+    row_dir, col_dir = (
+        (ori[:3], ori[3:]) if ori is not None else (np.array([1.0, 0, 0]), np.array([0, 1.0, 0]))
+    )
     ps = frames[0].pixel_spacing or (1.0, 1.0)
     if frames[0].pixel_spacing is None:
         warnings.append(f"{where}: no PixelSpacing; assuming 1 mm pixels")
@@ -488,9 +549,16 @@ def _volume_from_frames(frames: list[_Frame], group_name: str, report_skip: Call
         array = array[0]
     modality = str(ds0.get("Modality", "OT") or "OT")
     meta = _metadata(frames, ds0, affine, dist, warnings, info)
-    return Volume(array=array, affine=affine, modality=modality, window=window,
-                  name=_safe_name(ds0, Path(frames[0].path).stem), rgb=info["rgb"], kind="image",
-                  metadata=meta)
+    return Volume(
+        array=array,
+        affine=affine,
+        modality=modality,
+        window=window,
+        name=_safe_name(ds0, Path(frames[0].path).stem),
+        rgb=info["rgb"],
+        kind="image",
+        metadata=meta,
+    )
 
 
 def _header_copy(ds):
@@ -510,8 +578,11 @@ def _metadata(frames, ds0, affine, dist, warnings, info) -> dict:
         "series_uid": str(ds0.get("SeriesInstanceUID", "")),
         "frame_of_reference_uid": str(ds0.get("FrameOfReferenceUID", "")),
         "sop_class_uid": str(ds0.get("SOPClassUID", "")),
-        "sop_instance_uids": ([str(f.ds.get("SOPInstanceUID", "")) for f in frames] if not multi
-                              else [str(ds0.get("SOPInstanceUID", ""))]),
+        "sop_instance_uids": (
+            [str(f.ds.get("SOPInstanceUID", "")) for f in frames]
+            if not multi
+            else [str(ds0.get("SOPInstanceUID", ""))]
+        ),
         "modality": str(ds0.get("Modality", "") or ""),
         "series_description": str(ds0.get("SeriesDescription", "") or ""),
         "series_number": ds0.get("SeriesNumber"),
@@ -523,7 +594,9 @@ def _metadata(frames, ds0, affine, dist, warnings, info) -> dict:
     if dist is not None:
         meta["slice_positions"] = [float(d) for d in dist]
     if multi:
-        meta["frame_order"] = [int(f.frame) for f in frames]  # display slice k is source frame frame_order[k]
+        meta["frame_order"] = [
+            int(f.frame) for f in frames
+        ]  # display slice k is source frame frame_order[k]
         meta["dicom_headers"] = [_header_copy(ds0)]
     else:
         meta["dicom_headers"] = [_header_copy(f.ds) for f in frames]
@@ -575,14 +648,23 @@ def _read_seg(ds, path: str) -> Volume:
         "label_names": label_names,
         "warnings": [],
     }
-    return Volume(array=arr, affine=affine, modality="SEG", window=None,
-                  name=_safe_name(ds, Path(path).stem), kind="labels", metadata=meta)
+    return Volume(
+        array=arr,
+        affine=affine,
+        modality="SEG",
+        window=None,
+        name=_safe_name(ds, Path(path).stem),
+        kind="labels",
+        metadata=meta,
+    )
 
 
 # ------------------------------------------------------------------------- public API
-def read_dicom(paths: Iterable[str | os.PathLike],
-               on_skip: Callable[[ImageReadError], None] | None = None,
-               on_warning: Callable[[str], None] | None = None) -> list[Volume]:
+def read_dicom(
+    paths: Iterable[str | os.PathLike],
+    on_skip: Callable[[ImageReadError], None] | None = None,
+    on_warning: Callable[[str], None] | None = None,
+) -> list[Volume]:
     """Read DICOM files (any mix of series) into one volume per series/stack.
 
     Files that cannot be used are passed to ``on_skip(error)``; if
@@ -624,7 +706,9 @@ def read_dicom(paths: Iterable[str | os.PathLike],
             expect = (n,) if n > 1 else ()
             expect += (int(ds.Rows), int(ds.Columns)) + ((samples,) if samples > 1 else ())
             if arr.shape != expect:
-                raise ImageReadError(p, f"decoded pixel array has shape {arr.shape}, expected {expect}")
+                raise ImageReadError(
+                    p, f"decoded pixel array has shape {arr.shape}, expected {expect}"
+                )
         except ImageReadError as e:
             decoded.pop(p, None)
             skip(e)
@@ -637,7 +721,9 @@ def read_dicom(paths: Iterable[str | os.PathLike],
         if n > 1 or frames[0].frame is not None:
             multi_frame_files.append(frames)
         else:
-            by_series[str(ds.get("SeriesInstanceUID", "") or f"no-series-uid:{Path(p).parent}")].append(frames[0])
+            by_series[
+                str(ds.get("SeriesInstanceUID", "") or f"no-series-uid:{Path(p).parent}")
+            ].append(frames[0])
 
     volumes: list[Volume] = []
     for frames in multi_frame_files:
@@ -647,8 +733,10 @@ def read_dicom(paths: Iterable[str | os.PathLike],
             keys = Counter(_orientation_key(f) for f in frames)
             if len(keys) > 1:
                 best = keys.most_common(1)[0][0]
-                w.append(f"{frames[0].path}: frames have {len(keys)} orientations; showing the "
-                         f"{keys[best]} frame(s) of the most common one")
+                w.append(
+                    f"{frames[0].path}: frames have {len(keys)} orientations; showing the "
+                    f"{keys[best]} frame(s) of the most common one"
+                )
                 frames = [f for f in frames if _orientation_key(f) == best]
             volumes.append(_volume_from_frames(frames, frames[0].path, skip, w, decoded))
         except ImageReadError as e:
@@ -658,7 +746,7 @@ def read_dicom(paths: Iterable[str | os.PathLike],
         for m in w:
             warn(m)
 
-    for uid, frames in by_series.items():
+    for _uid, frames in by_series.items():
         # mixed shapes: keep the most common pixel shape, report the others
         shapes = Counter(_pixel_shape(f.ds) for f in frames)
         if len(shapes) > 1:
@@ -666,15 +754,19 @@ def read_dicom(paths: Iterable[str | os.PathLike],
             for f in frames:
                 shp = _pixel_shape(f.ds)
                 if shp != best:
-                    skip(f.path, f"image size {shp[0]}x{shp[1]} (x{shp[2]} samples) differs from the "
-                                 f"rest of its series ({best[0]}x{best[1]}, {count} files)")
+                    skip(
+                        f.path,
+                        f"image size {shp[0]}x{shp[1]} (x{shp[2]} samples) differs from the "
+                        f"rest of its series ({best[0]}x{best[1]}, {count} files)",
+                    )
             frames = [f for f in frames if _pixel_shape(f.ds) == best]
         groups: dict[Any, list[_Frame]] = defaultdict(list)
         for f in frames:
             groups[_orientation_key(f)].append(f)
-        for gi, (key, gframes) in enumerate(sorted(groups.items(), key=lambda kv: -len(kv[1]))):
+        for gi, (_key, gframes) in enumerate(sorted(groups.items(), key=lambda kv: -len(kv[1]))):
             w = []
-            where = f"series {gframes[0].ds.get('SeriesNumber', '?')} ({Path(gframes[0].path).parent.name})"
+            number = gframes[0].ds.get("SeriesNumber", "?")
+            where = f"series {number} ({Path(gframes[0].path).parent.name})"
             try:
                 vol = _volume_from_frames(gframes, where, skip, w, decoded)
             except ImageReadError as e:
@@ -699,7 +791,9 @@ def read_dicom(paths: Iterable[str | os.PathLike],
     if not volumes:
         if len(paths) == 1 and skipped:
             raise skipped[0]
-        raise ImageReadError(paths[0] if len(paths) == 1 else os.path.commonpath(paths) if paths else "<no files>",
-                             f"no readable DICOM image among {len(paths)} file(s)"
-                             + (f"; e.g. {skipped[0].path}: {skipped[0].reason}" if skipped else ""))
+        raise ImageReadError(
+            paths[0] if len(paths) == 1 else os.path.commonpath(paths) if paths else "<no files>",
+            f"no readable DICOM image among {len(paths)} file(s)"
+            + (f"; e.g. {skipped[0].path}: {skipped[0].reason}" if skipped else ""),
+        )
     return volumes

@@ -4,6 +4,7 @@ Every message names the file and says what is wrong with it. Messages never
 contain patient identifiers (names, IDs, birth dates): only paths, attribute
 names and technical reasons.
 """
+
 from __future__ import annotations
 
 import os
@@ -28,7 +29,9 @@ class ImageReadError(Exception):
 class MissingDecoderError(ImageReadError):
     """Compressed pixel data whose decoder package is not installed."""
 
-    def __init__(self, path: str | os.PathLike, transfer_syntax: str, packages: list[str] | None = None):
+    def __init__(
+        self, path: str | os.PathLike, transfer_syntax: str, packages: list[str] | None = None
+    ):
         self.transfer_syntax = str(transfer_syntax)
         self.packages = list(packages or [])
         hint = "; ".join(self.packages) if self.packages else "no decoder is known to pydicom"

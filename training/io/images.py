@@ -1,4 +1,5 @@
 """2-D images (PNG, JPEG, TIFF, BMP): grayscale or RGB(A), pixel units (1 pixel = 1 mm)."""
+
 from __future__ import annotations
 
 import os
@@ -31,7 +32,9 @@ def read_2d_image(path: str | os.PathLike) -> Volume:
 
             arr = iio.imread(path)
     except Exception as e:  # noqa: BLE001 - truncated/corrupt files raise many types
-        raise ImageReadError(path, f"corrupt, truncated or unsupported image ({type(e).__name__}: {e})") from None
+        raise ImageReadError(
+            path, f"corrupt, truncated or unsupported image ({type(e).__name__}: {e})"
+        ) from None
     arr = np.asarray(arr)
     if arr.dtype == bool:
         arr = arr.astype(np.uint8)
@@ -44,10 +47,21 @@ def read_2d_image(path: str | os.PathLike) -> Volume:
             rgb = True
         else:
             rgb = True
-        if rgb and np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(arr[..., 0], arr[..., 2]):
+        if (
+            rgb
+            and np.array_equal(arr[..., 0], arr[..., 1])
+            and np.array_equal(arr[..., 0], arr[..., 2])
+        ):
             arr, rgb = arr[..., 0], False  # a grey image saved as RGB
     if arr.ndim < 2 or (arr.ndim > 3 and not rgb) or arr.size == 0:
         raise ImageReadError(path, f"unsupported image shape {arr.shape}")
     meta = {"source_kind": "image", "files": [path], "affine": np.eye(4), "warnings": []}
-    return Volume(array=np.ascontiguousarray(arr), affine=np.eye(4), modality="OT", window=None,
-                  name=Path(path).stem, rgb=rgb, metadata=meta)
+    return Volume(
+        array=np.ascontiguousarray(arr),
+        affine=np.eye(4),
+        modality="OT",
+        window=None,
+        name=Path(path).stem,
+        rgb=rgb,
+        metadata=meta,
+    )

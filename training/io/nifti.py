@@ -15,6 +15,7 @@ The original affine, header and the reorientation are kept in
 ``volume.metadata["nifti"]``; :func:`to_source_layout` undoes the reorientation
 so that labels written back use the source affine bit for bit.
 """
+
 from __future__ import annotations
 
 import os
@@ -52,11 +53,15 @@ def read_nifti(path: str | os.PathLike) -> Volume:
     try:
         data = np.asanyarray(img.dataobj)
     except Exception as e:  # noqa: BLE001 - truncated .nii.gz: EOFError / zlib.error / OSError
-        raise ImageReadError(path, f"image data is truncated or corrupt ({type(e).__name__}: {e})") from None
+        raise ImageReadError(
+            path, f"image data is truncated or corrupt ({type(e).__name__}: {e})"
+        ) from None
     if data.ndim > 4:
         squeezed = data.reshape(data.shape[:4] + tuple(s for s in data.shape[4:] if s != 1))
         if squeezed.ndim > 4:
-            raise ImageReadError(path, f"{data.ndim}-D data of shape {data.shape} is not supported (up to 4-D)")
+            raise ImageReadError(
+                path, f"{data.ndim}-D data of shape {data.shape} is not supported (up to 4-D)"
+            )
         data = squeezed
     if data.ndim < 2:
         raise ImageReadError(path, f"data of shape {data.shape} is not an image")
@@ -95,22 +100,32 @@ def read_nifti(path: str | os.PathLike) -> Volume:
         intent = str(hdr.get_intent()[0])
     except Exception:  # noqa: BLE001
         pass
-    is_label = intent == "label" or (np.issubdtype(data.dtype, np.integer) and name.lower().endswith(("seg", "label", "labels", "mask")))
+    is_label = intent == "label" or (
+        np.issubdtype(data.dtype, np.integer)
+        and name.lower().endswith(("seg", "label", "labels", "mask"))
+    )
     meta = {
         "source_kind": "nifti",
         "files": [path],
         "affine": vol_affine,
         "nifti": {
-            "affine": affine.copy(),                 # exactly as nibabel reports it
-            "header": hdr.copy(),                    # sform/qform codes, units, intent...
-            "ornt_transform": xfm,                   # stored axes → displayed axes
+            "affine": affine.copy(),  # exactly as nibabel reports it
+            "header": hdr.copy(),  # sform/qform codes, units, intent...
+            "ornt_transform": xfm,  # stored axes → displayed axes
             "shape": tuple(int(s) for s in orig_shape),
         },
         "description": descrip,
         "warnings": [],
     }
-    return Volume(array=data, affine=vol_affine, modality="OT", window=None, name=name,
-                  kind="labels" if is_label else "image", metadata=meta)
+    return Volume(
+        array=data,
+        affine=vol_affine,
+        modality="OT",
+        window=None,
+        name=name,
+        kind="labels" if is_label else "image",
+        metadata=meta,
+    )
 
 
 def to_source_layout(array: np.ndarray, nifti_meta: dict) -> np.ndarray:
@@ -132,7 +147,9 @@ def to_source_layout(array: np.ndarray, nifti_meta: dict) -> np.ndarray:
     a = no.apply_orientation(a, inv)
     spatial = orig_shape[:3] if len(orig_shape) >= 3 else orig_shape[:2] + (1,)
     if a.shape != tuple(spatial):
-        raise ValueError(f"labels of shape {array.shape} do not match the image grid {orig_shape[:3]}")
+        raise ValueError(
+            f"labels of shape {array.shape} do not match the image grid {orig_shape[:3]}"
+        )
     if len(orig_shape) == 2:
         a = a[:, :, 0]
     return np.ascontiguousarray(a)

@@ -1,4 +1,5 @@
 """``read_image``: one entry point for DICOM files/folders, NIfTI and 2-D images."""
+
 from __future__ import annotations
 
 import logging
@@ -16,8 +17,26 @@ from .volume import Volume
 log = logging.getLogger(__name__)
 
 #: Files in a folder that are obviously not images: skipped without a report entry.
-IGNORED_SUFFIXES = (".txt", ".json", ".xml", ".md", ".csv", ".html", ".htm", ".pdf", ".py",
-                    ".log", ".ini", ".yaml", ".yml", ".zip", ".gz", ".bak", ".db", ".ds_store")
+IGNORED_SUFFIXES = (
+    ".txt",
+    ".json",
+    ".xml",
+    ".md",
+    ".csv",
+    ".html",
+    ".htm",
+    ".pdf",
+    ".py",
+    ".log",
+    ".ini",
+    ".yaml",
+    ".yml",
+    ".zip",
+    ".gz",
+    ".bak",
+    ".db",
+    ".ds_store",
+)
 
 
 @dataclass
@@ -116,14 +135,17 @@ def read_image(path_or_paths: str | os.PathLike | Iterable[str | os.PathLike]) -
                 report.loaded.append(f)
             except ImageReadError as e:
                 report.errors.append(e)
-        elif f in from_dirs and (low.endswith(IGNORED_SUFFIXES) or Path(low).name in ("dicomdir", "readme")):
+        elif f in from_dirs and (
+            low.endswith(IGNORED_SUFFIXES) or Path(low).name in ("dicomdir", "readme")
+        ):
             continue
         else:
             dicom_files.append(f)
     if dicom_files:
         try:
-            vols = read_dicom(dicom_files, on_skip=report.errors.append,
-                              on_warning=report.warnings.append)
+            vols = read_dicom(
+                dicom_files, on_skip=report.errors.append, on_warning=report.warnings.append
+            )
         except ImageReadError as e:
             if not report.errors:
                 report.errors.append(e)
@@ -136,12 +158,16 @@ def read_image(path_or_paths: str | os.PathLike | Iterable[str | os.PathLike]) -
     if not result:
         if len(files) == 1 and report.errors:
             raise report.errors[0]
-        where = paths[0] if len(paths) == 1 else os.path.commonpath([os.path.abspath(p) for p in paths])
+        where = (
+            paths[0] if len(paths) == 1 else os.path.commonpath([os.path.abspath(p) for p in paths])
+        )
         if not report.skipped:
             raise ImageReadError(where, "contains no image files (DICOM, NIfTI, PNG, JPEG or TIFF)")
         first = report.skipped[0]
-        raise ImageReadError(where, f"none of {len(report.skipped)} file(s) could be read; "
-                                    f"e.g. {first[0]}: {first[1]}")
+        raise ImageReadError(
+            where,
+            f"none of {len(report.skipped)} file(s) could be read; e.g. {first[0]}: {first[1]}",
+        )
     for p, r in report.skipped:
         log.info("not loaded: %s: %s", p, r)
     return result

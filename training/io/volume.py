@@ -18,6 +18,7 @@ Conventions
   superior. The slice direction is always ``row_dir x col_dir`` so that the
   ``(column, row, slice)`` = ``(i, j, k)`` frame is right-handed.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

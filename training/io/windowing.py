@@ -1,4 +1,5 @@
 """Window/level: CT presets, modality-aware defaults and a fast window → [0, 1] mapping."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -37,8 +38,9 @@ def limits_to_window(low: float, high: float) -> tuple[float, float]:
     return (float(low) + float(high)) / 2.0, float(high) - float(low)
 
 
-def robust_limits(array: np.ndarray, lower: float = 0.5, upper: float = 99.5,
-                  max_samples: int = 2_000_000) -> tuple[float, float]:
+def robust_limits(
+    array: np.ndarray, lower: float = 0.5, upper: float = 99.5, max_samples: int = 2_000_000
+) -> tuple[float, float]:
     """Percentile contrast limits from a strided subsample (fast on big volumes)."""
     a = np.asarray(array)
     if a.size == 0:
@@ -58,8 +60,9 @@ def robust_limits(array: np.ndarray, lower: float = 0.5, upper: float = 99.5,
     return float(lo), float(hi)
 
 
-def default_window(modality: str | None, header_window: tuple[float, float] | None,
-                   array: np.ndarray | None = None) -> tuple[float, float]:
+def default_window(
+    modality: str | None, header_window: tuple[float, float] | None, array: np.ndarray | None = None
+) -> tuple[float, float]:
     """The window to show first: the header's, else CT soft tissue for CT, else percentiles."""
     if header_window is not None and header_window[1] > 0:
         return float(header_window[0]), float(header_window[1])

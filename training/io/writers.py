@@ -4,6 +4,7 @@
 ``metadata`` dict (what the napari layer carries). The labels array has the
 reference's spatial layout (``(z, y, x)`` or ``(y, x)``).
 """
+
 from __future__ import annotations
 
 import os
@@ -20,8 +21,16 @@ from .volume import Volume
 
 #: napari-like default colours for label values 1.. (RGB 0-255) used when none are given.
 _DEFAULT_COLOURS = [
-    (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (255, 0, 255), (0, 255, 255),
-    (255, 128, 0), (128, 0, 255), (0, 128, 255), (128, 255, 0),
+    (255, 0, 0),
+    (0, 255, 0),
+    (0, 0, 255),
+    (255, 255, 0),
+    (255, 0, 255),
+    (0, 255, 255),
+    (255, 128, 0),
+    (128, 0, 255),
+    (0, 128, 255),
+    (128, 255, 0),
 ]
 
 
@@ -54,9 +63,12 @@ def _small_dtype(a: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------- NIfTI
-def write_labels_nifti(path: str | os.PathLike, labels: np.ndarray,
-                       reference: Volume | Mapping | None = None,
-                       affine: np.ndarray | None = None) -> Path:
+def write_labels_nifti(
+    path: str | os.PathLike,
+    labels: np.ndarray,
+    reference: Volume | Mapping | None = None,
+    affine: np.ndarray | None = None,
+) -> Path:
     """Write a label map as .nii/.nii.gz.
 
     * If the reference came from NIfTI, the labels are put back in its stored voxel
@@ -83,8 +95,19 @@ def write_labels_nifti(path: str | os.PathLike, labels: np.ndarray,
         img_cls = nib.Nifti2Image if isinstance(hdr, nib.Nifti2Header) else nib.Nifti1Image
         img = img_cls(data, nmeta["affine"], header=hdr)
         # copy the raw geometry fields so that sform *and* qform are bit-identical
-        for key in ("qform_code", "sform_code", "quatern_b", "quatern_c", "quatern_d",
-                    "qoffset_x", "qoffset_y", "qoffset_z", "srow_x", "srow_y", "srow_z"):
+        for key in (
+            "qform_code",
+            "sform_code",
+            "quatern_b",
+            "quatern_c",
+            "quatern_d",
+            "qoffset_x",
+            "qoffset_y",
+            "qoffset_z",
+            "srow_x",
+            "srow_y",
+            "srow_z",
+        ):
             img.header[key] = src_hdr[key]
         img.header["pixdim"][:4] = src_hdr["pixdim"][:4]
         img.header["xyzt_units"] = src_hdr["xyzt_units"]
@@ -149,14 +172,17 @@ def _lab_colour(rgb):
     return hd.color.CIELabColor.from_rgb(*[int(c) for c in rgb[:3]])
 
 
-def write_labels_dicom_seg(path: str | os.PathLike, labels: np.ndarray,
-                           reference: Volume | Mapping,
-                           segment_names: Mapping[int, str] | None = None,
-                           colors: Mapping[int, Sequence[float]] | None = None,
-                           algorithm_name: str = "VIS-MAE",
-                           algorithm_version: str = "0.1",
-                           series_description: str = "VIS-MAE segmentation",
-                           manual: bool = False) -> Path:
+def write_labels_dicom_seg(
+    path: str | os.PathLike,
+    labels: np.ndarray,
+    reference: Volume | Mapping,
+    segment_names: Mapping[int, str] | None = None,
+    colors: Mapping[int, Sequence[float]] | None = None,
+    algorithm_name: str = "VIS-MAE",
+    algorithm_version: str = "0.1",
+    series_description: str = "VIS-MAE segmentation",
+    manual: bool = False,
+) -> Path:
     """Write a label map as a DICOM Segmentation (binary, one segment per label value).
 
     The reference must come from DICOM (its ``metadata["dicom_headers"]``): the
@@ -171,8 +197,11 @@ def write_labels_dicom_seg(path: str | os.PathLike, labels: np.ndarray,
     meta = _meta(reference)
     headers = meta.get("dicom_headers")
     if not headers:
-        raise ImageWriteError(path, "DICOM-SEG needs a source image read from DICOM "
-                                    "(the reference has no DICOM headers); save as NIfTI instead")
+        raise ImageWriteError(
+            path,
+            "DICOM-SEG needs a source image read from DICOM "
+            "(the reference has no DICOM headers); save as NIfTI instead",
+        )
     a = _label_array(labels, path)
     if a.ndim == 2:
         a = a[None]
@@ -188,40 +217,50 @@ def write_labels_dicom_seg(path: str | os.PathLike, labels: np.ndarray,
     if frame_order is not None:  # multi-frame source: pixel frames in source frame order
         n_src = int(headers[0].get("NumberOfFrames", 1) or 1)
         if seg_map.shape[0] != len(frame_order):
-            raise ImageWriteError(path, f"labels have {seg_map.shape[0]} slices, the source image "
-                                        f"{len(frame_order)}")
+            raise ImageWriteError(
+                path, f"labels have {seg_map.shape[0]} slices, the source image {len(frame_order)}"
+            )
         full = np.zeros((n_src,) + seg_map.shape[1:], seg_map.dtype)
         full[np.asarray(frame_order)] = seg_map
         seg_map = full
     elif seg_map.shape[0] != len(headers):
-        raise ImageWriteError(path, f"labels have {seg_map.shape[0]} slices, the source series "
-                                    f"{len(headers)} images")
+        raise ImageWriteError(
+            path, f"labels have {seg_map.shape[0]} slices, the source series {len(headers)} images"
+        )
     rows, cols = int(headers[0].Rows), int(headers[0].Columns)
     if seg_map.shape[1:] != (rows, cols):
-        raise ImageWriteError(path, f"labels of shape {seg_map.shape[1:]} do not match the source "
-                                    f"images ({rows}x{cols})")
+        raise ImageWriteError(
+            path,
+            f"labels of shape {seg_map.shape[1:]} do not match the source images ({rows}x{cols})",
+        )
     names = dict(segment_names or {})
     colours = dict(colors or {})
     algo = hd.AlgorithmIdentificationSequence(
-        name=algorithm_name, family=codes.cid7162.ArtificialIntelligence, version=algorithm_version)
+        name=algorithm_name, family=codes.cid7162.ArtificialIntelligence, version=algorithm_version
+    )
     descriptions = []
     for n, v in enumerate(values, start=1):
         rgb = colours.get(v, _DEFAULT_COLOURS[(v - 1) % len(_DEFAULT_COLOURS)])
         rgb = np.asarray(rgb, float)[:3]
         if rgb.max() <= 1.0:
             rgb = rgb * 255.0
-        descriptions.append(hd.seg.SegmentDescription(
-            segment_number=n,
-            segment_label=str(names.get(v, f"Label {v}"))[:64],
-            segmented_property_category=codes.SCT.Tissue,
-            segmented_property_type=codes.SCT.Tissue,
-            algorithm_type=(hd.seg.SegmentAlgorithmTypeValues.MANUAL if manual
-                            else hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC),
-            algorithm_identification=None if manual else algo,
-            tracking_id=f"napari-label-{v}",
-            tracking_uid=hd.UID(),
-            display_color=_lab_colour(np.clip(np.round(rgb), 0, 255)),
-        ))
+        descriptions.append(
+            hd.seg.SegmentDescription(
+                segment_number=n,
+                segment_label=str(names.get(v, f"Label {v}"))[:64],
+                segmented_property_category=codes.SCT.Tissue,
+                segmented_property_type=codes.SCT.Tissue,
+                algorithm_type=(
+                    hd.seg.SegmentAlgorithmTypeValues.MANUAL
+                    if manual
+                    else hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC
+                ),
+                algorithm_identification=None if manual else algo,
+                tracking_id=f"napari-label-{v}",
+                tracking_uid=hd.UID(),
+                display_color=_lab_colour(np.clip(np.round(rgb), 0, 255)),
+            )
+        )
     try:
         seg = hd.seg.Segmentation(
             source_images=list(headers),
@@ -240,7 +279,9 @@ def write_labels_dicom_seg(path: str | os.PathLike, labels: np.ndarray,
             omit_empty_frames=False,
         )
     except Exception as e:  # noqa: BLE001 - highdicom validates many source attributes
-        raise ImageWriteError(path, f"cannot build the DICOM-SEG ({type(e).__name__}: {e})") from None
+        raise ImageWriteError(
+            path, f"cannot build the DICOM-SEG ({type(e).__name__}: {e})"
+        ) from None
     try:
         with atomic_path(path, suffix=".dcm") as tmp:
             seg.save_as(tmp)
@@ -249,8 +290,12 @@ def write_labels_dicom_seg(path: str | os.PathLike, labels: np.ndarray,
     return path
 
 
-def write_labels(path: str | os.PathLike, labels: np.ndarray,
-                 reference: Volume | Mapping | None = None, **kwargs: Any) -> Path:
+def write_labels(
+    path: str | os.PathLike,
+    labels: np.ndarray,
+    reference: Volume | Mapping | None = None,
+    **kwargs: Any,
+) -> Path:
     """Pick the writer from the extension: .nii/.nii.gz, .dcm (DICOM-SEG) or .png."""
     low = str(path).lower()
     if low.endswith((".nii", ".nii.gz")):
