@@ -687,7 +687,6 @@ def read_dicom(
         if on_warning is not None:
             on_warning(msg)
 
-    datasets: dict[str, Any] = {}
     decoded: dict[str, np.ndarray] = {}
     seg_volumes: list[Volume] = []
     by_series: dict[str, list[_Frame]] = defaultdict(list)
@@ -717,7 +716,6 @@ def read_dicom(
             decoded.pop(p, None)
             skip(p, f"invalid or unsupported DICOM content ({type(e).__name__}: {e})")
             continue
-        datasets[p] = ds
         if n > 1 or frames[0].frame is not None:
             multi_frame_files.append(frames)
         else:
