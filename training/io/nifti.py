@@ -1,0 +1,155 @@
+"""NIfTI-1/2 (.nii, .nii.gz) reading with nibabel, and the inverse mapping used by the writer.
+
+Display convention
+------------------
+NIfTI voxels can be stored in any axis order. The reader reorients them, by
+axis permutations and flips only (no resampling, values untouched), to the
+stored axes closest to *LPS* and reverses them, so that the array is
+``(z, y, x)`` with columns running towards the patient's left, rows towards
+posterior and slices towards the head. That is the layout of an axial DICOM
+series, so a NIfTI and the DICOM it came from appear the same way up (radiological
+convention: patient right on the viewer's left, anterior at the top, slices
+from feet to head). 4-D images become ``(t, z, y, x)``.
+
+The original affine, header and the reorientation are kept in
+``volume.metadata["nifti"]``; :func:`to_source_layout` undoes the reorientation
+so that labels written back use the source affine bit for bit.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ImageReadError
+from .volume import Volume
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+_LPS = ("L", "P", "S")
+RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+def is_nifti_path(path: str | os.PathLike) -> bool:
+    name = str(path).lower()
+    return name.endswith(".nii") or name.endswith(".nii.gz")
+
+
+def read_nifti(path: str | os.PathLike) -> Volume:
+    """Read a .nii/.nii.gz file into a :class:`Volume` (see the module doc for the layout)."""
+    import nibabel as nib
+    from nibabel import orientations as no
+
+    path = str(path)
+    if not os.path.exists(path):
+        raise ImageReadError(path, "file not found")
+    try:
+        img = nib.load(path, mmap=False)
+    except Exception as e:  # noqa: BLE001 - ImageFileError, EOFError, gzip errors...
+        raise ImageReadError(path, f"not a readable NIfTI file ({type(e).__name__}: {e})") from None
+    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
+        raise ImageReadError(path, f"is a {type(img).__name__}, not a NIfTI image")
+    try:
+        data = np.asanyarray(img.dataobj)
+    except Exception as e:  # noqa: BLE001 - truncated .nii.gz: EOFError / zlib.error / OSError
+        raise ImageReadError(
+            path, f"image data is truncated or corrupt ({type(e).__name__}: {e})"
+        ) from None
+    if data.ndim > 4:
+        squeezed = data.reshape(data.shape[:4] + tuple(s for s in data.shape[4:] if s != 1))
+        if squeezed.ndim > 4:
+            raise ImageReadError(
+                path, f"{data.ndim}-D data of shape {data.shape} is not supported (up to 4-D)"
+            )
+        data = squeezed
+    if data.ndim < 2:
+        raise ImageReadError(path, f"data of shape {data.shape} is not an image")
+    if data.dtype == np.float64:
+        data = data.astype(np.float32)
+    orig_shape = data.shape
+    if data.ndim == 2:
+        data = data[:, :, None]
+    affine = np.asarray(img.affine, dtype=np.float64)
+    ornt = no.io_orientation(affine)
+    xfm = no.ornt_transform(ornt, no.axcodes2ornt(_LPS))
+    shape3 = data.shape[:3]
+    data = no.apply_orientation(data, xfm)
+    aff_reoriented = affine @ no.inv_ornt_aff(xfm, shape3)
+    # (i, j, k[, t]) → ([t,] k, j, i)
+    axes = (2, 1, 0) if data.ndim == 3 else (3, 2, 1, 0)
+    data = np.ascontiguousarray(data.transpose(axes))
+    lps = RAS_TO_LPS @ aff_reoriented
+    vol_affine = np.eye(4)
+    vol_affine[:3, :3] = lps[:3, [2, 1, 0]]
+    vol_affine[:3, 3] = lps[:3, 3]
+    if data.ndim == 3 and data.shape[0] == 1 and len(orig_shape) == 2:
+        data = data[0]
+    hdr = img.header
+    descrip = ""
+    try:
+        descrip = hdr["descrip"].item().decode("latin-1").strip("\x00 ").strip()
+    except Exception:  # noqa: BLE001
+        pass
+    name = Path(path).name
+    for suf in (".nii.gz", ".nii"):
+        if name.lower().endswith(suf):
+            name = name[: -len(suf)]
+    intent = ""
+    try:
+        intent = str(hdr.get_intent()[0])
+    except Exception:  # noqa: BLE001
+        pass
+    is_label = intent == "label" or (
+        np.issubdtype(data.dtype, np.integer)
+        and name.lower().endswith(("seg", "label", "labels", "mask"))
+    )
+    meta = {
+        "source_kind": "nifti",
+        "files": [path],
+        "affine": vol_affine,
+        "nifti": {
+            "affine": affine.copy(),  # exactly as nibabel reports it
+            "header": hdr.copy(),  # sform/qform codes, units, intent...
+            "ornt_transform": xfm,  # stored axes → displayed axes
+            "shape": tuple(int(s) for s in orig_shape),
+        },
+        "description": descrip,
+        "warnings": [],
+    }
+    return Volume(
+        array=data,
+        affine=vol_affine,
+        modality="OT",
+        window=None,
+        name=name,
+        kind="labels" if is_label else "image",
+        metadata=meta,
+    )
+
+
+def to_source_layout(array: np.ndarray, nifti_meta: dict) -> np.ndarray:
+    """Undo the display reorientation: a spatial (z, y, x) or (y, x) array → stored voxel order."""
+    from nibabel import orientations as no
+
+    a = np.asarray(array)
+    orig_shape = tuple(nifti_meta["shape"])
+    if a.ndim == 2:
+        a = a[None]
+    if a.ndim != 3:
+        raise ValueError(f"labels must be 2-D or 3-D, got shape {array.shape}")
+    a = a.transpose(2, 1, 0)
+    # inverse of the forward transform: display axis dst came from stored axis src
+    fwd = np.asarray(nifti_meta["ornt_transform"])
+    inv = np.zeros_like(fwd)
+    for src_ax, (dst_ax, flip) in enumerate(fwd):
+        inv[int(dst_ax)] = (src_ax, flip)
+    a = no.apply_orientation(a, inv)
+    spatial = orig_shape[:3] if len(orig_shape) >= 3 else orig_shape[:2] + (1,)
+    if a.shape != tuple(spatial):
+        raise ValueError(
+            f"labels of shape {array.shape} do not match the image grid {orig_shape[:3]}"
+        )
+    if len(orig_shape) == 2:
+        a = a[:, :, 0]
+    return np.ascontiguousarray(a)
