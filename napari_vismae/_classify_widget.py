@@ -1,0 +1,118 @@
+"""Classify widget: class probabilities for the current slice or a whole study.
+
+For a study, the per-slice probabilities are plotted along the slice axis and
+aggregated (mean over slices) into one decision.
+"""
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+import numpy as np
+from magicgui.widgets import ComboBox, Container, Label, ProgressBar, PushButton, Table, create_widget
+
+from ._layers import current_slice, image_array, modality_and_window
+from ._models import follow_model_changes, model_choices
+from ._worker import ModelCache, start_worker
+
+if TYPE_CHECKING:
+    import napari
+
+SCOPES = ("current slice", "whole study")
+
+
+class ClassifyWidget(Container):
+    def __init__(self, napari_viewer: napari.viewer.Viewer):
+        super().__init__(labels=True)
+        self.viewer = napari_viewer
+        self._image = create_widget(annotation="napari.layers.Image", label="image")
+        self._model = ComboBox(label="model", choices=model_choices("classification"))
+        self._scope = ComboBox(label="scope", choices=SCOPES, value="whole study")
+        self._device = ComboBox(label="device", choices=("auto", "cpu", "cuda", "mps"), value="auto")
+        self._run = PushButton(text="Classify")
+        self._cancel = PushButton(text="Cancel", enabled=False)
+        self._progress = ProgressBar(label="progress", value=0, max=1, visible=False)
+        self.table = Table(value={"class": [], "probability": []}, label="result")
+        self._decision = Label(value="")
+        self.extend([self._image, self._model, self._scope, self._device, self._run, self._cancel,
+                     self._progress, self.table, self._decision])
+        self._run.changed.connect(self.run)
+        self._cancel.changed.connect(self.cancel)
+        follow_model_changes(self, self.reset_choices)
+        self.native.destroyed.connect(lambda *_: self.cancel())
+        self._models = ModelCache()
+        self._canvas = None
+        self.worker = None
+        self.last_result = None
+        self.reset_choices()
+
+    def run(self) -> None:
+        from napari.utils.notifications import show_error
+
+        layer, entry = self._image.value, self._model.value
+        if layer is None or entry is None:
+            show_error("Choose an image layer and a classification model first.")
+            return
+        try:
+            data = image_array(layer)
+        except ValueError as e:
+            show_error(str(e))
+            return
+        slices = ([current_slice(self.viewer, layer)]
+                  if data.ndim == 3 and self._scope.value == "current slice" else None)
+        n = 1 if data.ndim == 2 else len(slices or range(data.shape[0]))
+        modality, window = modality_and_window(layer)
+        batches = -(-n // 16)
+        self._progress.max, self._progress.value, self._progress.visible = batches, 0, True
+        self._run.enabled, self._cancel.enabled = False, True
+        self._started = time.perf_counter()
+        self.worker = start_worker(
+            self._models, entry, "classify", data,
+            dict(slices=slices, modality=modality, window=window, batch_size=16), self._device.value,
+            total=batches, desc=f"VIS-MAE classify ({entry.name})",
+            on_progress=lambda p: setattr(self._progress, "value", min(-(-p.done // 16), batches)),
+            on_result=lambda r: self._on_result(r, entry), on_error=self._on_error,
+            on_aborted=self._done)
+
+    def cancel(self) -> None:
+        if self.worker is not None and self.worker.is_running:
+            self.worker.quit()
+
+    def _done(self) -> None:
+        self._run.enabled, self._cancel.enabled, self._progress.visible = True, False, False
+
+    def _on_error(self, exc: Exception) -> None:
+        from napari.utils.notifications import show_error
+
+        self._done()
+        show_error(f"Classification failed: {exc}")
+
+    def _on_result(self, result, entry) -> None:
+        self._done()
+        self.last_result = result
+        names = entry.card.class_names
+        probs = result.aggregate()
+        self.table.value = {"class": names, "probability": [f"{p:.3f}" for p in probs]}
+        what = "slice" if len(result.slices) == 1 else f"study ({len(result.slices)} slices, mean)"
+        self._decision.value = f"{what}: {names[int(np.argmax(probs))]} ({probs.max():.2f})"
+        if len(result.slices) > 1:
+            self._plot(result, names)
+
+    def _plot(self, result, names) -> None:
+        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+        from matplotlib.figure import Figure
+
+        if self._canvas is None:
+            self._canvas = FigureCanvasQTAgg(Figure(figsize=(4, 2.2), tight_layout=True))
+            self._canvas.setMinimumHeight(180)
+            self.native.layout().addWidget(self._canvas)
+        fig = self._canvas.figure
+        fig.clear()
+        ax = fig.add_subplot()
+        for k, name in enumerate(names):
+            ax.plot(result.slices, result.probabilities[:, k], label=name)
+        ax.set_xlabel("slice")
+        ax.set_ylabel("probability")
+        ax.set_ylim(0, 1)
+        ax.legend(fontsize="small")
+        self._canvas.draw_idle()

@@ -1,0 +1,79 @@
+"""Model manager widget: the models available (built-in, user folder, opened files) and their cards."""
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+from magicgui.widgets import Container, FileEdit, Label, PushButton, Select, TextEdit
+
+from ._models import events, follow_model_changes, get_store
+
+if TYPE_CHECKING:
+    import napari
+
+
+def describe(entry) -> str:
+    """A readable model card."""
+    c = entry.card
+    prep = c.preprocessing
+    lines = [f"{c.name} — {c.task} ({entry.source})", f"folder: {entry.path}"]
+    if c.description:
+        lines.append(c.description)
+    if c.classes:
+        lines.append("classes: " + ", ".join(f"{k['index']}={k['name']}" for k in c.classes))
+    arch = c.architecture
+    lines.append(f"architecture: embed {arch.get('embed_dim')}, depths {arch.get('depths')}, "
+                 f"input {prep.get('input_size')} px")
+    lines.append(f"preprocessing: modality {prep.get('modality') or 'any'}, CT window "
+                 f"{prep.get('ct_window')}, mean {prep.get('mean')}, std {prep.get('std')}")
+    prov = {k: v for k, v in c.provenance.items() if k != "versions"}
+    lines.append("provenance: " + json.dumps(prov, indent=1, default=str))
+    return "\n".join(lines)
+
+
+class ModelManagerWidget(Container):
+    def __init__(self, napari_viewer: napari.viewer.Viewer | None = None):
+        super().__init__(labels=False)
+        self.viewer = napari_viewer
+        self._select = Select(choices=self._choices, label="models")
+        self._card = TextEdit(value="")
+        self._card.native.setReadOnly(True)
+        self._file = FileEdit(mode="r", label="open", filter="*.pth *.pt *.json *.safetensors")
+        self._open = PushButton(text="Open model file…")
+        self._refresh = PushButton(text="Refresh")
+        self._problems = Label(value="")
+        self.extend([self._select, self._card, self._file, self._open, self._refresh, self._problems])
+        self._select.changed.connect(self._show)
+        self._open.changed.connect(lambda: self.open_file(self._file.value))
+        self._refresh.changed.connect(self.refresh)
+        follow_model_changes(self, self.refresh)
+        self.refresh()
+
+    def _choices(self, _widget=None):
+        return [(e.label, e) for e in get_store().list()]
+
+    def refresh(self) -> None:
+        self._select.reset_choices()
+        problems = get_store().problems
+        self._problems.value = (f"{len(problems)} folder(s) not listed: " + "; ".join(problems[:3])
+                                if problems else "")
+
+    def _show(self, selected) -> None:
+        self._card.value = "\n\n".join(describe(e) for e in selected or [])
+
+    def open_file(self, path) -> None:
+        from napari.utils.notifications import show_error, show_info
+
+        from training.checkpoint import CheckpointError
+
+        if not path or str(path) in (".", ""):
+            show_error("Choose a model file first (our model folder/card, or an official .pth).")
+            return
+        try:
+            entry = get_store().open(path)
+        except (CheckpointError, OSError, ValueError) as e:
+            show_error(f"Cannot use {path} as a model: {e}")
+            return
+        show_info(f"Model '{entry.name}' ({entry.card.task}) is ready.")
+        events.models_changed.emit()
+        self._select.value = [e for e in self._select.choices if e.path == entry.path]

@@ -1,0 +1,53 @@
+"""The plugin's view of the model store: built-in models shipped in this package,
+the user's model folder, and files opened in this session."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from psygnal import Signal
+
+from training.model_store import ModelEntry, ModelStore
+
+BUILTIN_DIR = Path(__file__).resolve().parent / "models"
+
+
+class _Events:
+    """Tells every widget that the list of models changed (a model opened or trained)."""
+
+    models_changed = Signal()
+
+
+events = _Events()
+_store: ModelStore | None = None
+
+
+def get_store() -> ModelStore:
+    """The session's store (created on first use, so the environment variable is honoured)."""
+    global _store
+    if _store is None:
+        _store = ModelStore(builtin_dirs=[BUILTIN_DIR])
+    return _store
+
+
+def set_store(store: ModelStore) -> None:
+    """Replace the session's store (tests, or a custom folder)."""
+    global _store
+    _store = store
+    events.models_changed.emit()
+
+
+def follow_model_changes(widget, callback) -> None:
+    """Call ``callback`` when models change, until ``widget``'s Qt object is destroyed."""
+    events.models_changed.connect(callback)
+    widget.native.destroyed.connect(lambda *_: events.models_changed.disconnect(callback, missing_ok=True))
+
+
+def model_choices(task: str):
+    """magicgui choices callback: ``[(label, ModelEntry), ...]`` for ``task``."""
+    def choices(_widget=None):
+        return [(e.label, e) for e in get_store().list(task=task)]
+    return choices
+
+
+__all__ = ["BUILTIN_DIR", "ModelEntry", "events", "get_store", "set_store", "model_choices",
+           "follow_model_changes"]
