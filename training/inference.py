@@ -122,20 +122,20 @@ def segment_steps(model, card: ModelCard, image: np.ndarray, *, slices: Sequence
     for batch in _batches(idx, batch_size):
         x = _input_batch(vol, batch, card, modality, window, device)
         with torch.inference_mode(), autocast_for(device, precision):
-            logits = model(x)
-        logits = F.interpolate(logits.float(), size=vol.shape[1:], mode="bilinear",
-                               align_corners=False)
-        p = logits.softmax(1)
-        pred = p.argmax(1)
-        entropy = -(p * p.clamp_min(1e-8).log()).sum(1)
-        fg = pred > 0
-        # mean entropy inside the predicted foreground (whole slice if nothing is predicted)
-        unc = torch.where(fg.any(dim=(1, 2)), (entropy * fg).sum((1, 2)) / fg.sum((1, 2)).clamp_min(1),
-                          entropy.mean((1, 2)))
-        labels[batch] = pred.to(torch.uint8).cpu().numpy()
+            logits = model(x).float()
+            # Uncertainty at the model's resolution: mean entropy inside the predicted
+            # foreground (the whole slice when nothing is predicted).
+            p = logits.softmax(1)
+            entropy = -(p * p.clamp_min(1e-8).log()).sum(1)
+            fg = p.argmax(1) > 0
+            unc = torch.where(fg.any(dim=(1, 2)),
+                              (entropy * fg).sum((1, 2)) / fg.sum((1, 2)).clamp_min(1),
+                              entropy.mean((1, 2)))
+            full = F.interpolate(logits, size=vol.shape[1:], mode="bilinear", align_corners=False)
+            labels[batch] = full.argmax(1).to(torch.uint8).cpu().numpy()
+            if probs_out is not None:
+                probs_out[done:done + len(batch)] = full.softmax(1).cpu().numpy().astype(np.float16)
         uncertainty[done:done + len(batch)] = unc.cpu().numpy()
-        if probs_out is not None:
-            probs_out[done:done + len(batch)] = p.cpu().numpy().astype(np.float16)
         done += len(batch)
         yield Progress(done, len(idx))
     return SegmentationResult(labels[0] if was_2d else labels, idx, uncertainty, probs_out)
