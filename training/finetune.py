@@ -555,7 +555,10 @@ def add_train_args(p: argparse.ArgumentParser, for_cv: bool = False) -> None:
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def setup_runtime(args) -> None:
+def setup_runtime(args=None) -> None:
+    """Flush denormals (the shifted-window mask's exp(-100) underflows to denormal floats,
+    which slow CPU kernels up to 10x; set before torch starts its thread pool) and threads."""
+    torch.set_flush_denormal(True)
     if getattr(args, "threads", None):
         torch.set_num_threads(args.threads)
 
