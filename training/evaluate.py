@@ -167,9 +167,10 @@ def cross_validate(make_model, dataset: SliceDataset, cfg, k: int | None = None,
         tr_groups = [groups[i] for i in train_idx]
         keep, val = holdout_split(len(train_idx), 0.1, seed + f, tr_groups)
         model, meta = make_model()
+        meta.setdefault("progress", progress)
         fold_dir = Path(out_dir) / f"fold{f}" if out_dir else None
         finetune(model, dataset.subset(train_idx[keep]), dataset.subset(train_idx[val]), cfg,
-                 fold_dir, progress=progress, **meta)
+                 fold_dir, **meta)
         if fold_dir is not None:
             from .checkpoint import load_checkpoint
             model, _ = load_checkpoint(fold_dir / "best")
