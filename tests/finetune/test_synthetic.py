@@ -1,0 +1,59 @@
+import numpy as np
+import pytest
+
+from training import synthetic as S
+
+
+def test_deterministic_and_seed_dependent():
+    a_img, a_lab = S.make_slices(4, seed=3, size=48)
+    b_img, b_lab = S.make_slices(4, seed=3, size=48)
+    c_img, _ = S.make_slices(4, seed=4, size=48)
+    np.testing.assert_array_equal(a_img, b_img)
+    np.testing.assert_array_equal(a_lab, b_lab)
+    assert not np.allclose(a_img, c_img)
+
+
+def test_realistic_intensities_and_all_classes():
+    img, lab = S.make_slices(24, seed=1, size=96)
+    assert img.dtype == np.float32 and lab.dtype == np.uint8
+    assert set(np.unique(lab)) == set(range(len(S.CLASSES)))
+    # air outside the body, fat/soft tissue inside, bone bright
+    assert np.median(img[:, 0, 0]) < -900
+    for cls, lo, hi in ((1, 60, 160), (2, 70, 170), (3, 120, 230), (4, 200, 900)):
+        med = np.median(img[lab == cls])
+        assert lo < med < hi, (cls, med)
+    assert img.std() > 0  # noise present
+
+
+def test_volume_geometry_and_files(tmp_path):
+    import pydicom
+    vol, lab = S.make_volume(5, shape=(6, 32, 32), spacing=(3.0, 1.5, 1.5))
+    assert vol.shape == lab.shape == (6, 32, 32)
+    files = S.write_dicom_series(vol, tmp_path / "dcm", spacing=(3.0, 1.5, 1.5), seed=5)
+    assert len(files) == 6
+    ds = [pydicom.dcmread(f) for f in files]
+    z = [float(d.ImagePositionPatient[2]) for d in ds]
+    assert np.allclose(np.diff(z), 3.0)
+    assert [float(v) for v in ds[0].PixelSpacing] == [1.5, 1.5]
+    assert ds[0].Modality == "CT" and len({d.SeriesInstanceUID for d in ds}) == 1
+    hu = ds[2].pixel_array * float(ds[2].RescaleSlope) + float(ds[2].RescaleIntercept)
+    np.testing.assert_allclose(hu, np.round(vol[2]).clip(-1024), atol=0.5)
+    # same seed -> same UIDs
+    again = S.write_dicom_series(vol, tmp_path / "dcm2", spacing=(3.0, 1.5, 1.5), seed=5)
+    assert pydicom.dcmread(again[0]).SOPInstanceUID == ds[0].SOPInstanceUID
+
+    p = S.write_nifti(lab, tmp_path / "lab.nii.gz", spacing=(3.0, 1.5, 1.5))
+    back, aff = S.read_nifti(p)
+    np.testing.assert_array_equal(back, lab)
+    assert np.allclose(np.diag(aff)[:3], [1.5, 1.5, 3.0])
+
+
+def test_classification_set_balanced():
+    img, y = S.make_classification_set(20, seed=0, size=48)
+    assert img.shape == (20, 48, 48) and sorted(set(y.tolist())) == [0, 1]
+    assert y.sum() == 10
+
+
+def test_negative_count_rejected():
+    with pytest.raises(ValueError):
+        S.make_slices(-1)
