@@ -37,6 +37,18 @@ def test_round_trip_is_exact(tmp_path, seg):
         torch.testing.assert_close(model(x), seg(x), atol=0, rtol=0)
 
 
+def test_half_precision_storage(tmp_path, seg):
+    path = save_checkpoint(seg, tmp_path / "half", dtype=torch.float16)
+    full = save_checkpoint(seg, tmp_path / "full")
+    size = lambda p: (p / "model.safetensors").stat().st_size  # noqa: E731
+    assert size(path) < 0.6 * size(full)
+    model, _ = load_checkpoint(path)
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    x = torch.rand(1, 1, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), seg(x), atol=0.05, rtol=0.05)
+
+
 def test_no_partial_directory_when_writing_fails(tmp_path, seg, monkeypatch):
     def boom(*a, **k):
         raise OSError(28, "No space left on device")

@@ -66,11 +66,14 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 # -- our format -------------------------------------------------------------------------------
 def save_checkpoint(model: nn.Module, path: str | os.PathLike, card: ModelCard | None = None,
-                    *, name: str | None = None, overwrite: bool = False, **card_fields) -> Path:
+                    *, name: str | None = None, overwrite: bool = False,
+                    dtype: torch.dtype | None = None, **card_fields) -> Path:
     """Write ``model`` as a checkpoint directory ``path``; returns the path.
 
     Without ``card`` one is made from the model (``name`` and ``card_fields``
     such as ``classes``, ``preprocessing`` or ``provenance`` fill it in).
+    ``dtype`` (e.g. ``torch.float16``) stores floating-point weights smaller;
+    they are loaded back as float32.
     """
     path = Path(path)
     task = task_of(model)
@@ -79,7 +82,8 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, card: ModelCard |
                          num_classes=getattr(model, "num_classes", None), **card_fields)
     if card.task != task:
         raise ValueError(f"model card says task {card.task!r} but the model is {task!r}")
-    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    state = {k: v.detach().to("cpu", dtype=dtype if dtype and v.is_floating_point() else v.dtype)
+             .contiguous() for k, v in model.state_dict().items()}
     with atomic_directory(path, overwrite=overwrite) as tmp:
         save_file(state, tmp / WEIGHTS_NAME, metadata={"format": "pt", "task": task})
         card.weights_sha256 = sha256_file(tmp / WEIGHTS_NAME)
@@ -125,6 +129,7 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu",
         model = build_model(card.task, card.config, num_classes=card.num_classes)
     except (ValueError, TypeError) as e:
         raise CheckpointError(d / CARD_NAME, f"invalid architecture in model card ({e})") from None
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     load_state_dict_checked(model, state, weights)
     return model.to(device).eval(), card
 
