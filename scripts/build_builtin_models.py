@@ -42,9 +42,9 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     q = args.quick
     work = args.work
-    n_cases, pre_epochs = (2, 1) if q else (24, 30)
-    seg_n, seg_epochs = (16, 1) if q else (400, 30)
-    cls_n, cls_epochs = (16, 1) if q else (300, 25)
+    n_cases, pre_epochs = (2, 1) if q else (24, 8)
+    seg_n, seg_epochs = (16, 1) if q else (300, 15)
+    cls_n, cls_epochs = (16, 1) if q else (200, 15)
 
     # 1. unlabeled phantom series (DICOM, so prepare applies the header window like real CT)
     from training import synthetic
