@@ -24,29 +24,36 @@ def _train_step(model, opt, x, loss_fn):
     opt.step()
 
 
-def bench_segmentation(device, batch: int, rounds: int) -> list[dict]:
-    torch.manual_seed(0)
-    ours = build_model("segmentation", "vismae", num_classes=2).to(device)
-    peer = timm.create_model("swin_tiny_patch4_window7_224", pretrained=False,
-                             num_classes=2).to(device)
+def _compare(name: str, ours, peer, device, batch: int, rounds: int) -> list[dict]:
+    """Inference and train step of ``ours`` vs ``peer`` on the same input, interleaved."""
     x = torch.rand(batch, 3, 224, 224, device=device)
+    loss = lambda m, x: m(x).float().logsumexp(1).mean()  # noqa: E731 (any scalar works)
     records = []
     ours.eval(), peer.eval()
     with torch.no_grad():
         flops = {"ours": count_flops(lambda: ours(x)), "peer": count_flops(lambda: peer(x))}
         t = interleaved({"ours": lambda: ours(x), "peer": lambda: peer(x)}, device, rounds)
-    records.append(_record("segmentation_inference_vs_timm_swin_t", t, flops, batch, device))
-
+    records.append(_record(f"{name}_inference_vs_timm_swin_t", t, flops, batch, device))
     ours.train(), peer.train()
-    seg_loss = lambda m, x: m(x).float().logsumexp(1).mean()  # noqa: E731 (any scalar works)
-    cls_loss = lambda m, x: m(x).float().logsumexp(1).mean()  # noqa: E731
     opt_o, opt_p = build_optimizer(ours, 1e-4), build_optimizer(peer, 1e-4)
-    flops = {"ours": count_flops(lambda: seg_loss(ours, x).backward()),
-             "peer": count_flops(lambda: cls_loss(peer, x).backward())}
-    t = interleaved({"ours": lambda: _train_step(ours, opt_o, x, seg_loss),
-                     "peer": lambda: _train_step(peer, opt_p, x, cls_loss)}, device, rounds)
-    records.append(_record("segmentation_train_step_vs_timm_swin_t", t, flops, batch, device))
+    flops = {"ours": count_flops(lambda: loss(ours, x).backward()),
+             "peer": count_flops(lambda: loss(peer, x).backward())}
+    t = interleaved({"ours": lambda: _train_step(ours, opt_o, x, loss),
+                     "peer": lambda: _train_step(peer, opt_p, x, loss)}, device, rounds)
+    records.append(_record(f"{name}_train_step_vs_timm_swin_t", t, flops, batch, device))
     return records
+
+
+def _timm_swin_t(device):
+    return timm.create_model("swin_tiny_patch4_window7_224", pretrained=False,
+                             num_classes=2).to(device)
+
+
+def bench_segmentation(device, batch: int, rounds: int) -> list[dict]:
+    """Our U-Net (paper layout) vs timm's Swin-T classifier, FLOP-normalised."""
+    torch.manual_seed(0)
+    ours = build_model("segmentation", "vismae", num_classes=2).to(device)
+    return _compare("segmentation", ours, _timm_swin_t(device), device, batch, rounds)
 
 
 def bench_same_architecture(device, batch: int, rounds: int) -> list[dict]:
@@ -54,24 +61,7 @@ def bench_same_architecture(device, batch: int, rounds: int) -> list[dict]:
     so this ratio isolates kernel efficiency from architecture."""
     torch.manual_seed(0)
     ours = build_model("classification", "vismae", num_classes=2, depths=(2, 2, 6, 2)).to(device)
-    peer = timm.create_model("swin_tiny_patch4_window7_224", pretrained=False,
-                             num_classes=2).to(device)
-    x = torch.rand(batch, 3, 224, 224, device=device)
-    loss = lambda m, x: m(x).float().logsumexp(1).mean()  # noqa: E731
-    opt_o, opt_p = build_optimizer(ours, 1e-4), build_optimizer(peer, 1e-4)
-    records = []
-    ours.eval(), peer.eval()
-    with torch.no_grad():
-        flops = {"ours": count_flops(lambda: ours(x)), "peer": count_flops(lambda: peer(x))}
-        t = interleaved({"ours": lambda: ours(x), "peer": lambda: peer(x)}, device, rounds)
-    records.append(_record("swin_t_layout_inference_vs_timm_swin_t", t, flops, batch, device))
-    ours.train(), peer.train()
-    flops = {"ours": count_flops(lambda: loss(ours, x).backward()),
-             "peer": count_flops(lambda: loss(peer, x).backward())}
-    t = interleaved({"ours": lambda: _train_step(ours, opt_o, x, loss),
-                     "peer": lambda: _train_step(peer, opt_p, x, loss)}, device, rounds)
-    records.append(_record("swin_t_layout_train_step_vs_timm_swin_t", t, flops, batch, device))
-    return records
+    return _compare("swin_t_layout", ours, _timm_swin_t(device), device, batch, rounds)
 
 
 def _record(name, t, flops, batch, device) -> dict:
