@@ -48,11 +48,11 @@ class StudyConfig:
     n_labeled: int = 200
     n_val: int = 24
     n_test: int = 100
-    pretrain_steps: int = 1200
+    pretrain_steps: int = 1000
     pretrain_batch: int = 16
     pretrain_lr: float = 1.5e-3
     # fine-tuning (identical for both initialisations and every fraction)
-    finetune_steps: int = 200
+    finetune_steps: int = 160
     finetune_batch: int = 8
     finetune_lr: float = 1e-3
     evals: int = 4  # validations per run (the best by val Dice is tested)
