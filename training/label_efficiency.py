@@ -105,12 +105,12 @@ def pretrain_quick(model, images: torch.Tensor, steps: int, prep: Preprocessing,
 
 def _run_one(init: str | None, preset: str, train, val, test, cfg_ft, classes, names):
     from .evaluate import predict_and_score
-    from .finetune import build_finetune_model, finetune
+    from .finetune import build_finetune_model
 
     torch.manual_seed(cfg_ft.seed)
     model, report, _, parent = build_finetune_model(cfg_ft.task, cfg_ft.num_classes, init, preset)
     t0 = time.perf_counter()
-    best_state, best = None, -1.0
+    best_state = None
     for ev in _events(model, train, val, cfg_ft, names):
         if ev["kind"] == "epoch" and ev.get("is_best"):
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
