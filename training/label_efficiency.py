@@ -48,11 +48,11 @@ class StudyConfig:
     n_labeled: int = 200
     n_val: int = 24
     n_test: int = 100
-    pretrain_steps: int = 1200
+    pretrain_steps: int = 1000
     pretrain_batch: int = 16
     pretrain_lr: float = 1.5e-3
     # fine-tuning (identical for both initialisations and every fraction)
-    finetune_steps: int = 200
+    finetune_steps: int = 160
     finetune_batch: int = 8
     finetune_lr: float = 1e-3
     evals: int = 4  # validations per run (the best by val Dice is tested)
@@ -105,12 +105,12 @@ def pretrain_quick(model, images: torch.Tensor, steps: int, prep: Preprocessing,
 
 def _run_one(init: str | None, preset: str, train, val, test, cfg_ft, classes, names):
     from .evaluate import predict_and_score
-    from .finetune import build_finetune_model, finetune
+    from .finetune import build_finetune_model
 
     torch.manual_seed(cfg_ft.seed)
     model, report, _, parent = build_finetune_model(cfg_ft.task, cfg_ft.num_classes, init, preset)
     t0 = time.perf_counter()
-    best_state, best = None, -1.0
+    best_state = None
     for ev in _events(model, train, val, cfg_ft, names):
         if ev["kind"] == "epoch" and ev.get("is_best"):
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}

@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from training.datasets import (ArrayDataset, CSVDataset, DataError, VolumeFolderDataset,
-                               fold_csv_paths, parse_label, prepare_sample, SliceSample)
-from training.preprocessing import Preprocessing, scale_to_unit
+                               fold_csv_paths, parse_label)
+from training.preprocessing import scale_to_unit
 
 
 def test_array_dataset_uses_shared_preprocessing(prep64):

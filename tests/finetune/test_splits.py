@@ -18,11 +18,10 @@ def test_kfold_disjoint_and_covering():
 def test_kfold_groups_not_split_and_seeded():
     groups = [f"p{i // 4}" for i in range(40)]  # 10 patients x 4 slices
     folds = kfold_splits(40, 5, seed=0, groups=groups)
-    for _, te in folds:
+    for tr, te in folds:
         pts = {groups[i] for i in te}
-        for tr, _ in folds:
-            pass
-        assert all(sum(groups[j] == g for j in te) == 4 for g in pts)
+        assert all(sum(groups[j] == g for j in te) == 4 for g in pts)  # whole patients
+        assert not pts & {groups[i] for i in tr}
     again = kfold_splits(40, 5, seed=0, groups=groups)
     assert all(np.array_equal(a[1], b[1]) for a, b in zip(folds, again))
     other = kfold_splits(40, 5, seed=1, groups=groups)
