@@ -20,7 +20,8 @@ def _read_umask() -> int:
 
 
 # mkstemp creates 0600 files; results should get the usual permissions (e.g. 0644).
-_FILE_MODE = 0o666 & ~_read_umask()
+_UMASK = _read_umask()
+_FILE_MODE, _DIR_MODE = 0o666 & ~_UMASK, 0o777 & ~_UMASK
 
 
 @contextlib.contextmanager
@@ -70,7 +71,7 @@ def atomic_directory(path: str | os.PathLike, overwrite: bool = False) -> Iterat
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
-        os.chmod(tmp, 0o777 & ~_read_umask())  # mkdtemp makes 0700 folders
+        os.chmod(tmp, _DIR_MODE)  # mkdtemp makes 0700 folders
         old = None
         if path.exists():
             old = path.with_name(f".{path.name}.old-{os.getpid()}")
