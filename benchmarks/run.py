@@ -9,7 +9,7 @@ import json
 
 import torch
 
-from . import bench_models
+from . import bench_models, bench_pretrain
 from .common import write
 
 
@@ -18,7 +18,7 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--batch", type=int, default=None, help="default: 2 on CPU, 32 on GPU")
     p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--only", nargs="*", default=None, help="subset: segmentation same mae")
+    p.add_argument("--only", nargs="*", default=None, help="subset: segmentation same mae pretrain")
     args = p.parse_args(argv)
     device = torch.device(args.device)
     batch = args.batch or (32 if device.type == "cuda" else 2)
@@ -29,6 +29,9 @@ def main(argv=None) -> int:
         records += bench_models.bench_same_architecture(device, batch, args.rounds)
     if not args.only or "mae" in args.only:
         records += bench_models.bench_mae_step(device, batch, args.rounds)
+    if not args.only or "pretrain" in args.only:
+        records += bench_pretrain.bench_naive_masking(device, batch, args.rounds)
+        records += bench_pretrain.bench_loader(device, batch)
     for r in records:
         print(json.dumps({k: v for k, v in r.items() if k != "env"}))
     print(f"appended to {write(records)}")
