@@ -146,8 +146,13 @@ def _score(model, data, task, prep, device, class_names) -> float:
 
 def session_steps(base: ModelEntry, sets: Sequence[CorrectionSet], cfg: SessionConfig,
                   versions: VersionStore, stop_event: threading.Event | None = None,
-                  lineage: str | None = None) -> Generator[dict, None, SessionResult]:
-    """Fine-tune ``base`` on the corrected slices of ``sets``; see the module docstring."""
+                  lineage: str | None = None, val_sets: Sequence[CorrectionSet] | None = None
+                  ) -> Generator[dict, None, SessionResult]:
+    """Fine-tune ``base`` on the corrected slices of ``sets``; see the module docstring.
+
+    ``val_sets``: explicit validation slices (e.g. other studies) instead of a split of
+    ``sets`` (``cfg.validation`` is then ignored).
+    """
     from .checkpoint import load_checkpoint
 
     t0 = time.perf_counter()
@@ -164,16 +169,23 @@ def session_steps(base: ModelEntry, sets: Sequence[CorrectionSet], cfg: SessionC
     if cfg.mode == "decoder" and task == "classification":
         cfg = dataclasses.replace(cfg, mode="head")
     items = [(k, i) for k, s in enumerate(sets) for i in s.training_slices()]
-    train_items, val_items, how = split_validation(items, cfg.validation, cfg.val_fraction,
-                                                   cfg.seed)
     prep = card.prep
 
-    def dataset(chosen):
+    def dataset(chosen, sets=sets):
         return _Concat([s.to_dataset(prep, [i for k2, i in chosen if k2 == k])
                         for k, s in enumerate(sets)], task, prep)
 
+    if val_sets:
+        train_items, how = items, "given"
+        val_items = [(k, i) for k, s in enumerate(val_sets) for i in s.training_slices()]
+        val_data = dataset(val_items, val_sets)
+        val_items = [(len(sets) + k, i) for k, i in val_items]  # not confused with training
+    else:
+        train_items, val_items, how = split_validation(items, cfg.validation, cfg.val_fraction,
+                                                       cfg.seed)
+        val_data = dataset(val_items) if val_items else None
     train_data = dataset(train_items)
-    val_data = dataset(val_items) if val_items else train_data
+    val_data = val_data if val_data is not None else train_data
     kind = "val" if val_items else "train"
     metric = f"{kind}_dice" if task == "segmentation" else f"{kind}_accuracy"
     lineage = lineage or lineage_for(base, versions)
