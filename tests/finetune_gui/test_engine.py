@@ -166,6 +166,7 @@ def test_error_mid_run_writes_nothing(ft_store, study, monkeypatch):
     assert not ft_store.user_dir.exists() or not any(ft_store.user_dir.iterdir())
 
 
+@pytest.mark.slow
 def test_out_of_memory_halves_the_batch_then_reports(ft_store, study, monkeypatch):
     import training.finetune_session as fs
 
@@ -195,6 +196,7 @@ def test_out_of_memory_halves_the_batch_then_reports(ft_store, study, monkeypatc
                     VersionStore(ft_store.user_dir))
 
 
+@pytest.mark.slow
 def test_finished_run_is_a_new_active_version_with_provenance(ft_store, study):
     base = _entry(ft_store)
     vs = VersionStore(ft_store.user_dir)

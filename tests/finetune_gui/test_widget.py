@@ -173,9 +173,10 @@ def test_edits_survive_closing_napari_and_are_offered_back(make_napari_viewer, q
     viewer2.window.add_dock_widget(w2)
     image2 = viewer2.add_image(vol.copy(), name="same study, reopened",
                                metadata={"modality": "CT"})
-    qtbot.waitUntil(lambda: w2._restore.visible, timeout=10_000)
+    qtbot.waitUntil(lambda: w2._pending_restore is not None, timeout=10_000)
+    assert not w2._restore.native.isHidden()  # the offer is shown
     assert w2._image.value is image2 and "Restore 2 corrected slice(s)" in w2._restore.text
     w2.restore()
     restored = w2._labels.value
     np.testing.assert_array_equal(restored.data, edited)
-    assert w2.corrected() == {2, 5} and not w2._restore.visible
+    assert w2.corrected() == {2, 5} and w2._restore.native.isHidden()
