@@ -30,7 +30,8 @@ from training.finetune import MODES
 from training.finetune_session import DEFAULT_LR, SessionConfig, lineage_for, session_steps
 from training.model_versions import VersionStore
 
-from ._layers import (current_slice, image_array, modality_and_window, write_labels_undoably)
+from ._layers import (current_slice, image_array, is_model_write, modality_and_window,
+                      write_labels_undoably)
 from ._models import events, follow_model_changes, get_store
 from ._worker import ModelCache, start_worker
 
@@ -92,10 +93,11 @@ class FinetuneWidget(Container):
         self._validation = ComboBox(label="validation", choices=VALIDATION, value="auto")
         self._mark = PushButton(text="Mark current slice corrected")
         self._unmark = PushButton(text="Unmark current slice")
-        self._tag_class = ComboBox(label="class", choices=[])
+        self._tag_class = ComboBox(label="class", choices=self._class_choices)
         self._tag_slice = PushButton(text="Tag current slice")
         self._tag_study = PushButton(text="Tag whole study")
-        self._tags = Table(value={"data": [], "columns": ["slice", "class"]}, label="tags")
+        self._tags = Table(value={"data": [], "index": [], "columns": ["slice", "class"]},
+                           label="tags")
         self._counts = Label(value="")
         self._restore = PushButton(text="Restore corrections", visible=False)
         self._run = PushButton(text="Fine-tune")
@@ -244,13 +246,19 @@ class FinetuneWidget(Container):
         for w in (self._tag_class, self._tag_slice, self._tag_study, self._tags):
             w.visible = not seg
         if entry is not None:
-            self._tag_class.choices = [(c["name"], c["index"]) for c in
-                                       sorted(entry.card.classes, key=lambda c: c["index"])]
+            self._tag_class.reset_choices()
             if not seg and self._mode.value == "decoder":
                 self._mode.value = "head"
         self._ranking_key = None
         self._refresh_versions()
         self._update_counts()
+
+    def _class_choices(self, _widget=None):
+        entry = self._model.value if hasattr(self, "_model") else None
+        if entry is None:
+            return []
+        return [(c["name"], c["index"]) for c in sorted(entry.card.classes,
+                                                        key=lambda c: c["index"])]
 
     def _on_mode(self, mode: str) -> None:
         self._lr.value = f"{DEFAULT_LR[mode]:g}"
@@ -290,7 +298,9 @@ class FinetuneWidget(Container):
 
     def _on_paint(self, event) -> None:
         layer = self._bound
-        if self._writing or layer is None:
+        if self._writing or layer is None or is_model_write(layer):
+            if layer is not None and self._snapshot is not None:
+                self._snapshot = np.array(layer.data, copy=True)  # a prediction: new baseline
             return
         touched = _painted_slices(event.value, layer.ndim)
         self._set_corrected(layer, self.corrected(layer) | touched)
@@ -369,8 +379,8 @@ class FinetuneWidget(Container):
         what = "tagged" if self.task == "classification" else "corrected"
         self._counts.value = f"{n} {what} slice(s)" + (f" - {per}" if per else "")
         if self.task == "classification" and self._image.value is not None:
-            self._tags.value = {"data": [[z, names[c] if c < len(names) else c] for z, c in
-                                         sorted(self.tags().items())],
+            rows = [[z, names[c] if c < len(names) else c] for z, c in sorted(self.tags().items())]
+            self._tags.value = {"data": rows, "index": [""] * len(rows),
                                 "columns": ["slice", "class"]}
 
     # -- autosave / restore ---------------------------------------------------------------------

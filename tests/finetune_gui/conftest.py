@@ -51,3 +51,21 @@ def pooled_dice(model, card, image, labels, slices, cls=None) -> float:
         p, g = pred == c, gt == c
         out.append(2 * (p & g).sum() / max(p.sum() + g.sum(), 1))
     return float(np.mean(out))
+
+
+@pytest.fixture
+def cls_model(ft_store):
+    """A random tiny 2-class classifier added to the store's built-in folder."""
+    import torch
+
+    from training.checkpoint import save_checkpoint
+    from training.models import build_model
+    from training.preprocessing import Preprocessing
+    torch.manual_seed(0)
+    path = ft_store.builtin_dirs[0] / "tiny-cls"
+    save_checkpoint(build_model("classification", "tiny", num_classes=2, img_size=64), path,
+                    preprocessing=Preprocessing(input_size=64, modality="CT").to_dict(),
+                    classes=[{"index": 0, "name": "normal", "color": "#009E73"},
+                             {"index": 1, "name": "lesion", "color": "#D55E00"}])
+    _models.events.models_changed.emit()
+    return next(e for e in ft_store.list() if e.name == "tiny-cls")

@@ -223,3 +223,18 @@ def test_finished_run_is_a_new_active_version_with_provenance(ft_store, study):
         == "v0002"
     vs.set_active(lineage, "v0001")  # rollback
     assert vs.active(lineage).path.name == "v0001"
+
+
+def test_classification_tags_train_a_head_version(ft_store, cls_model, study):
+    vol, _ = study
+    cs = CorrectionSet(vol, None, task="classification", modality="CT")
+    cs.tag([0, 1, 2], 0)
+    cs.tag([9, 10, 11], 1)
+    assert cs.class_counts(2) == {0: 3, 1: 3} and cs.training_slices() == [0, 1, 2, 9, 10, 11]
+    res = run_session(cls_model, [cs], SessionConfig(steps=2, val_every=2, batch_size=2,
+                                                     validation="leave-one-out"),
+                      VersionStore(ft_store.user_dir))
+    assert res.status == "done" and res.metric == "val_accuracy"
+    assert res.entry.card.task == "classification"
+    assert res.entry.card.provenance["hyperparameters"]["mode"] == "head"  # decoder -> head
+    assert res.lineage == "tiny-cls-corrected"

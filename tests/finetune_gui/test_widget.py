@@ -142,6 +142,37 @@ def test_empty_or_single_class_set_is_refused_before_starting(make_napari_viewer
     assert w.worker is None and "only background" in w._status.value
 
 
+def test_model_writes_are_not_corrections_but_replaced_data_is(make_napari_viewer, ft_store,
+                                                               study):
+    from napari_vismae._layers import write_labels_undoably
+
+    vol, truth = study
+    viewer, image, lab, w = _setup(make_napari_viewer, study)
+    write_labels_undoably(lab, truth)  # what the Segment widget does with a prediction
+    assert w.corrected() == set()
+    edited = np.array(lab.data)
+    edited[6, 10:20, 10:20] = 4
+    lab.data = edited  # an edit without a paint event (e.g. a script): the data fallback
+    assert w.corrected() == {6}
+
+
+def test_classification_tags_in_a_table(make_napari_viewer, ft_store, cls_model, study):
+    viewer, image, lab, w = _setup(make_napari_viewer, study)
+    w._model.value = cls_model
+    assert w._mode.value == "head" and w._mark.native.isHidden()
+    _goto(viewer, 3)
+    w._tag_class.value = 1
+    w.tag_current()
+    w._tag_class.value = 0
+    _goto(viewer, 8)
+    w.tag_current()
+    assert w.tags() == {3: 1, 8: 0}
+    assert w._counts.value.startswith("2 tagged slice(s)") and "lesion: 1" in w._counts.value
+    assert w._tags.value["data"] == [[3, "lesion"], [8, "normal"]]
+    w.tag_current(study=True)
+    assert len(w.tags()) == study[0].shape[0] and set(w.tags().values()) == {0}
+
+
 def test_next_uncertain_slice_goes_to_the_corrupted_one(make_napari_viewer, qtbot, ft_store,
                                                         study):
     vol, truth = study
