@@ -32,13 +32,13 @@ from training.model_versions import VersionStore
 
 from ._layers import (current_slice, image_array, is_model_write, modality_and_window,
                       write_labels_undoably)
-from ._models import events, follow_model_changes, get_store
+from ._models import choice_label, events, follow_model_changes, get_store
 from ._worker import ModelCache, start_worker
 
 if TYPE_CHECKING:
     import napari
 
-DEVICES = ("cpu", "cuda", "mps")
+DEVICES = ("auto", "cpu", "cuda", "mps")
 VALIDATION = (("auto (hold-out, leave-one-out if few)", "auto"), ("hold-out 20%", "hold-out"),
               ("leave-one-out", "leave-one-out"), ("none (shows TRAINING Dice)", "none"))
 KEY = "vismae_study_key"
@@ -48,7 +48,7 @@ AUTOSAVE_IDLE_MS = 3000
 
 
 def _trainable_choices(_widget=None):
-    return [(e.label, e) for e in get_store().list()
+    return [(choice_label(e), e) for e in get_store().list()
             if e.card.task in ("segmentation", "classification")]
 
 
@@ -89,7 +89,7 @@ class FinetuneWidget(Container):
         self._unit = ComboBox(label="unit", choices=("steps", "epochs"), value="steps")
         self._lr = LineEdit(label="learning rate", value="1e-3")
         self._batch = SpinBox(label="batch size", min=1, max=256, value=4)
-        self._device = ComboBox(label="device", choices=DEVICES, value="cpu")
+        self._device = ComboBox(label="device", choices=DEVICES, value="auto")
         self._validation = ComboBox(label="validation", choices=VALIDATION, value="auto")
         self._mark = PushButton(text="Mark current slice corrected")
         self._unmark = PushButton(text="Unmark current slice")
@@ -127,6 +127,7 @@ class FinetuneWidget(Container):
         self._bound = None  # the Labels layer whose paint events we follow
         self._snapshot = None
         self._pending_restore = None
+        self._offered: set[str] = set()
         self._cache = ModelCache()
         self._curves: dict[str, list] = {"step": [], "loss": [], "score_step": [], "score": []}
         self._metric = "val_dice"
@@ -413,8 +414,9 @@ class FinetuneWidget(Container):
         if saved is None:
             return
         lab = self._labels.value
-        already = lab is not None and self.corrected(lab) >= set(saved.corrected) and \
-            lab.metadata.get(KEY) == saved.key
+        already = lab is not None and np.shape(lab.data) == np.shape(layer.data) and \
+            self.corrected(lab) >= set(saved.corrected) and self.tags(layer).items() >= \
+            saved.tags.items()
         if already or not (saved.corrected or saved.tags):
             return
         self._pending_restore = saved
@@ -422,6 +424,9 @@ class FinetuneWidget(Container):
         n = len(saved.corrected) or len(saved.tags)
         self._restore.text = f"Restore {n} corrected slice(s) saved {when}"
         self._restore.visible = True
+        if saved.key in self._offered:
+            return
+        self._offered.add(saved.key)
         from napari.utils.notifications import show_info
         show_info(f"VIS-MAE: {n} autosaved corrected slice(s) exist for {layer.name!r}; "
                   "use 'Restore' in the Fine-tune widget")
@@ -454,6 +459,9 @@ class FinetuneWidget(Container):
 
     # -- fine-tuning ----------------------------------------------------------------------------
     def session_config(self) -> SessionConfig:
+        from training.inference import pick_device
+
+        device = str(pick_device(self._device.value))  # RuntimeError if not available
         try:
             lr = float(self._lr.value)
         except ValueError:
@@ -462,7 +470,7 @@ class FinetuneWidget(Container):
         return SessionConfig(mode=self._mode.value, steps=self._length.value, epochs=epochs,
                              val_every=max(1, min(10, self._length.value // 5 or 1))
                              if epochs is None else 10,
-                             batch_size=self._batch.value, lr=lr, device=self._device.value,
+                             batch_size=self._batch.value, lr=lr, device=device,
                              validation=self._validation.value)
 
     def _set_running(self, running: bool) -> None:
@@ -484,7 +492,7 @@ class FinetuneWidget(Container):
             sets = self.correction_sets()
             validate_sets(sets, entry.card.num_classes)
             cfg = self.session_config()
-        except (CorrectionError, ValueError) as e:
+        except (CorrectionError, ValueError, RuntimeError) as e:
             self._status.value = f"cannot fine-tune: {e}"
             show_error(f"Cannot fine-tune: {e}")
             return
@@ -497,7 +505,8 @@ class FinetuneWidget(Container):
         self.last_result = None
         self.worker = create_worker(_drive, entry, sets, cfg, self._versions_store(),
                                     self._stop_event,
-                                    _progress={"total": 0, "desc": f"VIS-MAE fine-tune ({entry.name})"})
+                                    _progress={"total": 0,
+                                               "desc": f"VIS-MAE fine-tune ({entry.name})"})
         self.worker.yielded.connect(self._on_event)
         self.worker.returned.connect(self._on_done)
         self.worker.errored.connect(self._on_error)

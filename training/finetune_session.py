@@ -138,10 +138,15 @@ def is_oom(e: BaseException) -> bool:
         isinstance(e, RuntimeError) and "out of memory" in str(e).lower())
 
 
-def _score(model, data, task, prep, device, class_names) -> float:
+def _score(model, data, task, prep, device, class_names) -> tuple[float, dict]:
+    """-> (the selection score, extra metrics) of ``model`` on ``data``."""
     from .evaluate import predict_and_score
     res = predict_and_score(model, data, task, prep, 16, device, None, class_names)
-    return float(res["mean_dice"] if task == "segmentation" else res["accuracy"])
+    if task == "segmentation":
+        return float(res["mean_dice"]), {"val_dice_pooled": res["mean_dice_pooled"],
+                                         "val_dice_per_class": [c["dice"]
+                                                                for c in res["per_class"]]}
+    return float(res["accuracy"]), {}
 
 
 def session_steps(base: ModelEntry, sets: Sequence[CorrectionSet], cfg: SessionConfig,
@@ -200,8 +205,8 @@ def session_steps(base: ModelEntry, sets: Sequence[CorrectionSet], cfg: SessionC
     yield {"kind": "start", "total_steps": total, "n_train": len(train_data),
            "n_val": len(val_items), "validation": how, "metric": metric, "lineage": lineage,
            "batch_size": batch}
-    start_score = _score(model, val_data, task, prep, device, names)
-    yield {"kind": "baseline", "step": 0, "score": start_score, "metric": metric}
+    start_score, extra = _score(model, val_data, task, prep, device, names)
+    yield {"kind": "baseline", "step": 0, "score": start_score, "metric": metric, **extra}
 
     best_state, best_score, best_step, history, status = None, None, None, [], "done"
     while True:

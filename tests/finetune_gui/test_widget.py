@@ -95,6 +95,9 @@ def test_correct_finetune_improves_heldout_and_versions(make_napari_viewer, qtbo
     w.make_active("v0001")
     assert vs.active(LINEAGE).path.name == "v0001"
     assert w._model.value.path.name == "v0001"
+    texts = [seg._model.native.itemText(i) for i in range(seg._model.native.count())]
+    assert [t for t in texts if t.endswith("[active]")] == \
+        [t for t in texts if "v0001" in t]  # the Segment widget shows which one is active
     w._versions.value = next(v for v in w._versions.choices if v.path.name == "v0002")
     out = w.export_version(tmp_path / "exported")
     assert (out / "model.safetensors").is_file()
