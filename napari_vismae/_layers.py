@@ -69,6 +69,15 @@ def labels_layer_for(viewer: napari.Viewer, image_layer, card: ModelCard, name: 
                              opacity=0.5)
 
 
+# ids of Labels layers that a model is writing into right now: their ``paint`` events are
+# predictions, not the user's corrections (the Fine-tune widget tracks only the latter)
+MODEL_WRITES: set[int] = set()
+
+
+def is_model_write(layer) -> bool:
+    return id(layer) in MODEL_WRITES
+
+
 def write_labels_undoably(layer, new: np.ndarray, slices: list[int] | None = None) -> int:
     """Write ``new`` into ``layer`` as ONE undo step (Ctrl+Z reverts it all).
 
@@ -86,6 +95,10 @@ def write_labels_undoably(layer, new: np.ndarray, slices: list[int] | None = Non
     if offset is not None:
         changed = (offset[changed[0]],) + changed[1:]
     if changed[0].size:
-        with layer.block_history():
-            layer.data_setitem(changed, values)
+        MODEL_WRITES.add(id(layer))
+        try:
+            with layer.block_history():
+                layer.data_setitem(changed, values)
+        finally:
+            MODEL_WRITES.discard(id(layer))
     return int(changed[0].size)

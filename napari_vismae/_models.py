@@ -42,12 +42,31 @@ def follow_model_changes(widget, callback) -> None:
     widget.native.destroyed.connect(lambda *_: events.models_changed.disconnect(callback, missing_ok=True))
 
 
+def is_active_version(entry: ModelEntry) -> bool:
+    """Is ``entry`` the active version of its lineage (:mod:`training.model_versions`)?"""
+    import json
+
+    from training.model_versions import ACTIVE, VERSION_RE
+
+    p = entry.path
+    if not VERSION_RE.match(p.name) or not (p.parent / ACTIVE).is_file():
+        return False
+    try:
+        return json.loads((p.parent / ACTIVE).read_text()).get("active") == p.name
+    except (OSError, ValueError):
+        return False
+
+
+def choice_label(entry: ModelEntry) -> str:
+    return entry.label + (" [active]" if is_active_version(entry) else "")
+
+
 def model_choices(task: str):
     """magicgui choices callback: ``[(label, ModelEntry), ...]`` for ``task``."""
     def choices(_widget=None):
-        return [(e.label, e) for e in get_store().list(task=task)]
+        return [(choice_label(e), e) for e in get_store().list(task=task)]
     return choices
 
 
 __all__ = ["BUILTIN_DIR", "ModelEntry", "events", "get_store", "set_store", "model_choices",
-           "follow_model_changes"]
+           "follow_model_changes", "is_active_version", "choice_label"]
