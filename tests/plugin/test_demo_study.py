@@ -43,8 +43,7 @@ def test_builtin_model_segments_the_sample_study(sample_viewer, qtbot):
     assert names == ["background", "liver", "spleen", "kidney", "bone"]
     scores = {names[k]: dice(pred.data == k, truth.data == k) for k in range(1, 5)}
     print("Dice per class:", scores)
-    assert np.mean(list(scores.values())) >= 0.8, scores
-    assert min(scores.values()) >= 0.6, scores
+    assert min(scores.values()) >= 0.8, scores  # measured: 0.89-0.91 for every class
     pred.undo()
     assert not pred.data.any()
 
