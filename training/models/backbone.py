@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import torch
-from timm.layers import trunc_normal_
 from torch import nn
+from torch.nn.init import trunc_normal_
 
 from .blocks import DecoderStage, EncoderStage, PatchEmbed, PatchExpanding
 from .config import SwinConfig

@@ -10,14 +10,50 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from timm.layers import DropPath, Mlp, trunc_normal_
 from torch import nn
+from torch.nn.init import trunc_normal_
 
 # Added to attention logits across shifted-window seams. The official code adds -100;
 # exp(-100) ~ 4e-44 is a denormal float that slows CPU matmuls up to 10x, and it is
 # below fp32 (and far below our fp64 parity tolerance) next to the unmasked terms, so
 # -inf gives the same attention without denormals. No row is ever fully masked.
 SHIFT_MASK_VALUE = float("-inf")
+
+
+# Kept torch-only on purpose: importing timm pulls in torchvision and, through it, triton,
+# whose bundled LLVM crashes (segfault) inside a napari process that already loaded Mesa's
+# software OpenGL. The two layers below are the standard ones (timm's naming).
+def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Stochastic depth: drop whole samples' residual branches with probability ``p``."""
+    if p == 0.0 or not training:
+        return x
+    keep = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(1 - p)
+    return x * keep / (1 - p)
+
+
+class DropPath(nn.Module):
+    def __init__(self, p: float = 0.0):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return drop_path(x, self.p, self.training)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class Mlp(nn.Module):
+    """Linear -> GELU -> Linear (``fc1``/``fc2``, the official parameter names)."""
+
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
 
 
 def window_partition(x: torch.Tensor, ws: int) -> torch.Tensor:
