@@ -71,4 +71,5 @@ def barrier(info: DistInfo) -> None:
 
 def cleanup(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
+        dist.barrier()  # nobody tears the group down while a peer still uses it
         dist.destroy_process_group()

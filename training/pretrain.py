@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import gc
 import json
 import logging
 import math
@@ -234,10 +235,9 @@ def pretrain(cfg: PretrainConfig) -> Path | None:
     """Run pretraining; returns the exported model folder (rank 0) or None."""
     info = D.init_distributed(cfg.device if cfg.device != "auto" else
                               ("cuda" if torch.cuda.is_available() else "cpu"))
-    try:
-        return _pretrain(cfg, info)
-    finally:
-        D.cleanup(info)
+    exported = _pretrain(cfg, info)  # on an error, leave the group alone: torchrun stops the peers
+    D.cleanup(info)
+    return exported
 
 
 def _pretrain(cfg: PretrainConfig, info: D.DistInfo) -> Path | None:
@@ -428,6 +428,9 @@ def _pretrain(cfg: PretrainConfig, info: D.DistInfo) -> Path | None:
                                         "lr": cfg.lr, "mask_ratio": cfg.mask_ratio},
                         "metrics": {"final_loss": last}})
         log.info("exported pretrained weights to %s", exported)
+    # Free DDP (and its gloo/NCCL hooks) before the process group is torn down.
+    del train_model
+    gc.collect()
     D.barrier(info)
     return exported
 
