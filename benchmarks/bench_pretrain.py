@@ -101,3 +101,15 @@ def bench_loader(device, batch: int, workers: int = 2, n: int = 512) -> list[dic
              "model_images_per_s": round(model_ips, 2), "ratio": round(loader_ips / model_ips, 1),
              "ratio_meaning": "loader images/s / model images/s (must be >> 1)",
              "workers": workers, "batch": batch, "env": environment(device)}]
+
+
+def bench_masking_at_paper_batch(device, batch: int = 640, rounds: int = 5) -> list[dict]:
+    """Mask drawing alone at the paper's per-GPU batch (640): vectorised vs per-sample loop."""
+    from training.masking import random_window_mask
+
+    t = interleaved({"ours": lambda: random_window_mask(batch, (56, 56), 4, 0.75, device),
+                     "naive": lambda: naive_official_mask(batch, 14, 4, 0.75, device)},
+                    device, rounds)
+    return [{"name": "masking_at_batch_640", "ours_ms": round(t["ours"] * 1e3, 3),
+             "naive_ms": round(t["naive"] * 1e3, 3), "ratio": round(t["naive"] / t["ours"], 1),
+             "ratio_meaning": "naive mask time / ours", "batch": batch, "env": environment(device)}]

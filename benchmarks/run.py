@@ -32,6 +32,7 @@ def main(argv=None) -> int:
     if not args.only or "pretrain" in args.only:
         records += bench_pretrain.bench_naive_masking(device, batch, args.rounds)
         records += bench_pretrain.bench_loader(device, batch)
+        records += bench_pretrain.bench_masking_at_paper_batch(device)
     for r in records:
         print(json.dumps({k: v for k, v in r.items() if k != "env"}))
     print(f"appended to {write(records)}")
