@@ -9,7 +9,7 @@ is ``--base`` (e.g. the built-in abdomen-organs model), or, by default, a small
 VIS-MAE (128 px input, like the built-in one) trained briefly on phantoms whose
 kidneys were labelled background, so it is poor on one class (cached in
 ``--work``). For each mode the fine-tune session of the napari widget
-(:func:`training.finetune_session.session_steps`) runs until the held-out mean
+(:func:`training.interactive.session.session_steps`) runs until the held-out mean
 Dice is >= start + 0.1 (or ``--max-steps``); reported: wall seconds from
 pressing Fine-tune (model load, baseline evaluation and validations included)
 to that validation, steps, and the Dice curve. One JSON line per mode via
@@ -39,12 +39,12 @@ KIDNEY = 3
 
 
 def build_base(work: Path, steps: int) -> Path:
-    from training.checkpoint import save_checkpoint
-    from training.datasets import ArrayDataset
-    from training.finetune import FinetuneConfig, finetune_steps
+    from training.data.datasets import ArrayDataset
+    from training.data.preprocessing import Preprocessing
+    from training.data.synthetic import CLASSES, CT_WINDOW, make_slices
+    from training.finetune.engine import FinetuneConfig, finetune_steps
     from training.models import build_model
-    from training.preprocessing import Preprocessing
-    from training.synthetic import CLASSES, CT_WINDOW, make_slices
+    from training.weights.checkpoint import save_checkpoint
 
     out = work / f"weak-small-128-{steps}"
     if out.is_dir():
@@ -67,11 +67,11 @@ def build_base(work: Path, steps: int) -> Path:
 
 
 def run_mode(base: Path, mode: str, study, corrected, held, args) -> dict:
-    from training.checkpoint import read_model_card
-    from training.corrections import CorrectionSet
-    from training.finetune_session import SessionConfig, session_steps
-    from training.model_store import ModelEntry
-    from training.model_versions import VersionStore
+    from training.interactive.corrections import CorrectionSet
+    from training.interactive.session import SessionConfig, session_steps
+    from training.weights.checkpoint import read_model_card
+    from training.weights.store import ModelEntry
+    from training.weights.versions import VersionStore
 
     vol, lab = study
     entry = ModelEntry(base.name, base, read_model_card(base), "built-in")
@@ -137,7 +137,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
-    from training.synthetic import make_volume
+    from training.data.synthetic import make_volume
 
     args.work.mkdir(parents=True, exist_ok=True)
     base = args.base or build_base(args.work, args.base_steps)

@@ -11,9 +11,9 @@ import time
 import timm
 import torch
 
-from training.masking import random_window_mask
 from training.models import build_model
-from training.optim import build_optimizer
+from training.models.masking import random_window_mask
+from training.runtime.optim import build_optimizer
 
 from .common import count_flops, environment, interleaved
 

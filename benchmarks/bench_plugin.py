@@ -67,7 +67,7 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cpu")
     args = p.parse_args(argv)
     from napari_vismae._models import get_store
-    from training.checkpoint import load_checkpoint
+    from training.weights.checkpoint import load_checkpoint
 
     entry = next(e for e in get_store().list("segmentation") if e.name == "abdomen-organs")
     device = torch.device(args.device)

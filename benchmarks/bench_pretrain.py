@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from training.models import build_model
-from training.optim import build_optimizer
+from training.runtime.optim import build_optimizer
 
 from .common import environment, interleaved
 
@@ -70,7 +70,7 @@ def bench_naive_masking(device, batch: int, rounds: int, preset: str = "vismae")
 
 def bench_loader(device, batch: int, workers: int = 2, n: int = 512) -> list[dict]:
     """DataLoader images/s over uint8 shards vs the MAE step's images/s."""
-    from training.pretrain_data import MANIFEST, SHARD_FORMAT, EpochSampler, ShardDataset
+    from training.pretrain.data import MANIFEST, SHARD_FORMAT, EpochSampler, ShardDataset
 
     with tempfile.TemporaryDirectory() as d:
         root = Path(d)
@@ -105,7 +105,7 @@ def bench_loader(device, batch: int, workers: int = 2, n: int = 512) -> list[dic
 
 def bench_masking_at_paper_batch(device, batch: int = 640, rounds: int = 5) -> list[dict]:
     """Mask drawing alone at the paper's per-GPU batch (640): vectorised vs per-sample loop."""
-    from training.masking import random_window_mask
+    from training.models.masking import random_window_mask
 
     t = interleaved({"ours": lambda: random_window_mask(batch, (56, 56), 4, 0.75, device),
                      "naive": lambda: naive_official_mask(batch, 14, 4, 0.75, device)},

@@ -1,7 +1,7 @@
 """``napari-vismae`` / ``python -m napari_vismae``.
 
     napari-vismae demo [--screenshot PATH]   open napari, load the sample study, segment it
-    napari-vismae headless-demo [...]        the same models without a GUI (training.demo)
+    napari-vismae headless-demo [...]        the same models without a GUI (training.interactive.demo)
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ def main(argv: list[str] | None = None) -> int:
         from ._demo import main as demo
         return demo(argv)
     if command == "headless-demo":
-        from training.demo import main as headless
+        from training.interactive.demo import main as headless
         return headless(argv)
     print(__doc__, file=sys.stderr)
     return 2

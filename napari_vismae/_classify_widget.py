@@ -9,7 +9,15 @@ import time
 from typing import TYPE_CHECKING
 
 import numpy as np
-from magicgui.widgets import ComboBox, Container, Label, ProgressBar, PushButton, Table, create_widget
+from magicgui.widgets import (
+    ComboBox,
+    Container,
+    Label,
+    ProgressBar,
+    PushButton,
+    Table,
+    create_widget,
+)
 
 from ._layers import current_slice, image_array, modality_and_window
 from ._models import follow_model_changes, model_choices

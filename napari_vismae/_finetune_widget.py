@@ -4,7 +4,7 @@ The loop: segment a study (Segment widget), correct the labels by painting,
 press Fine-tune. The slices painted on are tracked automatically (the Labels
 layer's ``paint`` event, with a data-change fallback) and can be marked
 corrected by hand; only they are training data. Training runs the engine's
-loop (:mod:`training.finetune_session`) in a napari thread worker: a progress
+loop (:mod:`training.interactive.session`) in a napari thread worker: a progress
 bar, a live plot of loss and validation Dice, and Stop (keeps the best
 weights so far, without making them active). Each finished run is a new
 immutable model version in the user's model folder; any version can be made
@@ -21,17 +21,42 @@ import time
 from typing import TYPE_CHECKING
 
 import numpy as np
-from magicgui.widgets import (CheckBox, ComboBox, Container, Label, LineEdit, ProgressBar,
-                              PushButton, SpinBox, Table, create_widget)
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    Label,
+    LineEdit,
+    ProgressBar,
+    PushButton,
+    SpinBox,
+    Table,
+    create_widget,
+)
 
-from training.autosave import Autosave, work_dir_for
-from training.corrections import CorrectionError, CorrectionSet, study_key, validate_sets
-from training.finetune import MODES
-from training.finetune_session import DEFAULT_LR, SessionConfig, lineage_for, session_steps
-from training.model_versions import VersionStore
+from training.interactive.autosave import Autosave, work_dir_for
+from training.interactive.corrections import (
+    CorrectionError,
+    CorrectionSet,
+    study_key,
+    validate_sets,
+)
+from training.interactive.session import (
+    DEFAULT_LR,
+    MODES,
+    SessionConfig,
+    lineage_for,
+    session_steps,
+)
+from training.weights.versions import VersionStore
 
-from ._layers import (current_slice, image_array, is_model_write, modality_and_window,
-                      write_labels_undoably)
+from ._layers import (
+    current_slice,
+    image_array,
+    is_model_write,
+    modality_and_window,
+    write_labels_undoably,
+)
 from ._models import choice_label, events, follow_model_changes, get_store
 from ._worker import ModelCache, start_worker
 
@@ -459,7 +484,7 @@ class FinetuneWidget(Container):
 
     # -- fine-tuning ----------------------------------------------------------------------------
     def session_config(self) -> SessionConfig:
-        from training.inference import pick_device
+        from training.interactive.inference import pick_device
 
         device = str(pick_device(self._device.value))  # RuntimeError if not available
         try:
@@ -680,8 +705,8 @@ class FinetuneWidget(Container):
         self._status.value = f"ranking slices by the uncertainty of {entry.name}..."
 
         def work():
-            from training.active_learning import rank_steps
-            from training.inference import pick_device
+            from training.interactive.active_learning import rank_steps
+            from training.interactive.inference import pick_device
             dev = pick_device(self._device.value)
             model, card = self._cache.get(entry, dev)
             return (yield from rank_steps(model, card, data, modality=modality, window=window,

@@ -8,7 +8,7 @@ import numpy as np
 if TYPE_CHECKING:
     import napari
 
-    from training.model_card import ModelCard
+    from training.weights.card import ModelCard
 
 
 def image_array(layer) -> np.ndarray:

@@ -64,7 +64,7 @@ class ModelManagerWidget(Container):
     def open_file(self, path) -> None:
         from napari.utils.notifications import show_error, show_info
 
-        from training.checkpoint import CheckpointError
+        from training.weights.checkpoint import CheckpointError
 
         if not path or str(path) in (".", ""):
             show_error("Choose a model file first (our model folder/card, or an official .pth).")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from psygnal import Signal
 
-from training.model_store import ModelEntry, ModelStore
+from training.weights.store import ModelEntry, ModelStore
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "models"
 
@@ -43,10 +43,10 @@ def follow_model_changes(widget, callback) -> None:
 
 
 def is_active_version(entry: ModelEntry) -> bool:
-    """Is ``entry`` the active version of its lineage (:mod:`training.model_versions`)?"""
+    """Is ``entry`` the active version of its lineage (:mod:`training.weights.versions`)?"""
     import json
 
-    from training.model_versions import ACTIVE, VERSION_RE
+    from training.weights.versions import ACTIVE, VERSION_RE
 
     p = entry.path
     if not VERSION_RE.match(p.name) or not (p.parent / ACTIVE).is_file():

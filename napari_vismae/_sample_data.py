@@ -20,7 +20,7 @@ def _cache_dir() -> Path:
 
 def synthetic_ct_files(root: Path | None = None) -> tuple[Path, np.ndarray]:
     """Write (once) the synthetic CT series; -> (series folder, labels (z, y, x))."""
-    from training import synthetic
+    from training.data import synthetic
 
     vol, labels = synthetic.make_volume(SYNTHETIC_SEED, SYNTHETIC_SHAPE, spacing=(5.0, 1.25, 1.25))
     folder = (root or _cache_dir()) / f"synthetic-ct-{SYNTHETIC_SEED}"
@@ -32,7 +32,7 @@ def synthetic_ct_files(root: Path | None = None) -> tuple[Path, np.ndarray]:
 
 def synthetic_ct():
     """The synthetic abdominal CT series (read as DICOM) and its ground-truth labels."""
-    from training.synthetic import CLASSES
+    from training.data.synthetic import CLASSES
 
     folder, labels = synthetic_ct_files()
     layers = read_layers(str(folder))

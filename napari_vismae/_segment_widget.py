@@ -9,11 +9,24 @@ import time
 from typing import TYPE_CHECKING
 
 import numpy as np
-from magicgui.widgets import (CheckBox, ComboBox, Container, Label, ProgressBar, PushButton,
-                              SpinBox, create_widget)
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    Label,
+    ProgressBar,
+    PushButton,
+    SpinBox,
+    create_widget,
+)
 
-from ._layers import (current_slice, image_array, labels_layer_for, modality_and_window,
-                      write_labels_undoably)
+from ._layers import (
+    current_slice,
+    image_array,
+    labels_layer_for,
+    modality_and_window,
+    write_labels_undoably,
+)
 from ._models import follow_model_changes, model_choices
 from ._worker import ModelCache, start_worker
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from training.model_store import ModelEntry
+from training.weights.store import ModelEntry
 
 
 class ModelCache:
@@ -15,7 +15,7 @@ class ModelCache:
         self._lock = threading.Lock()
 
     def get(self, entry: ModelEntry, device):
-        from training.checkpoint import load_checkpoint
+        from training.weights.checkpoint import load_checkpoint
 
         key = (str(entry.path), str(device))
         with self._lock:
@@ -31,7 +31,7 @@ class ModelCache:
 
 def _work(cache: ModelCache, entry: ModelEntry, kind: str, data, kwargs: dict, device: str):
     """The worker's generator: load (cached), then run the engine's step generator."""
-    from training.inference import classify_steps, pick_device, segment_steps
+    from training.interactive.inference import classify_steps, pick_device, segment_steps
 
     dev = pick_device(device)
     model, card = cache.get(entry, dev)

@@ -47,7 +47,7 @@ def main(argv=None) -> int:
     cls_n, cls_epochs = (16, 1) if q else (200, 15)
 
     # 1. unlabeled phantom series (DICOM, so prepare applies the header window like real CT)
-    from training import synthetic
+    from training.data import synthetic
 
     dicom = work / "unlabeled"
     for seed in range(1000, 1000 + n_cases):
@@ -91,7 +91,7 @@ def main(argv=None) -> int:
 def install(src: Path, name: str, description: str) -> None:
     import torch
 
-    from training.checkpoint import load_checkpoint, save_checkpoint
+    from training.weights.checkpoint import load_checkpoint, save_checkpoint
 
     model, card = load_checkpoint(src)
     card.name, card.description = name, description

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from training.atomic import atomic_directory, atomic_path, atomic_write_text
+from training.runtime.atomic import atomic_directory, atomic_path, atomic_write_text
 
 
 def test_replaces_content(tmp_path):

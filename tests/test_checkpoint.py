@@ -6,12 +6,18 @@ import json
 import pytest
 import torch
 
-from training import checkpoint as ckpt
-from training.checkpoint import (CheckpointError, init_from_checkpoint, load_any, load_checkpoint,
-                                 read_model_card, save_checkpoint)
-from training.model_card import ModelCard
+from training.data.preprocessing import Preprocessing
 from training.models import build_model
-from training.preprocessing import Preprocessing
+from training.weights import checkpoint as ckpt
+from training.weights.card import ModelCard
+from training.weights.checkpoint import (
+    CheckpointError,
+    init_from_checkpoint,
+    load_any,
+    load_checkpoint,
+    read_model_card,
+    save_checkpoint,
+)
 
 
 @pytest.fixture

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from training.inference import classify_steps, run, segment_steps
-from training.model_card import ModelCard
+from training.data.preprocessing import Preprocessing
+from training.interactive.inference import classify_steps, run, segment_steps
 from training.models import build_model
-from training.preprocessing import Preprocessing
+from training.weights.card import ModelCard
 
 
 def _seg(num_classes=3, **prep):

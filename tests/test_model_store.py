@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import torch
 
-from training.checkpoint import save_checkpoint
-from training.model_store import ModelStore, user_model_dir
 from training.models import build_model
+from training.weights.checkpoint import save_checkpoint
+from training.weights.store import ModelStore, user_model_dir
 
 
 def test_lists_builtin_and_user_models_and_reports_bad_ones(tmp_path, monkeypatch):

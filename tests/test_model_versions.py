@@ -4,11 +4,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from training.checkpoint import load_checkpoint
-from training.model_card import ModelCard
-from training.model_store import ModelStore
-from training.model_versions import VersionStore
 from training.models import build_model
+from training.weights.card import ModelCard
+from training.weights.checkpoint import load_checkpoint
+from training.weights.store import ModelStore
+from training.weights.versions import VersionStore
 
 
 def _card(model):
@@ -45,7 +45,7 @@ def test_failed_save_leaves_no_version_and_keeps_active(tmp_path, monkeypatch):
     store = VersionStore(tmp_path)
     m = build_model("segmentation", "tiny", num_classes=2)
     v1 = store.add_version(m, _card(m), "liver")
-    from training import checkpoint
+    from training.weights import checkpoint
     monkeypatch.setattr(checkpoint, "save_file", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full")))
     with pytest.raises(OSError):
         store.add_version(m, _card(m), "liver", parent=v1)

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from training.masking import random_window_mask, unit_mask_from_noise
 from training.models import SwinConfig, build_model, get_config
+from training.models.masking import random_window_mask, unit_mask_from_noise
 
 
 def test_random_mask_is_unit_constant_and_exact_ratio():

@@ -8,10 +8,10 @@ import os
 import pytest
 import torch
 
-from training.checkpoint import CheckpointError, init_from_checkpoint, load_any
 from training.models import build_model
 from training.models.blocks import relative_position_index
-from training.official import infer_architecture, load_official_checkpoint, read_state_dict
+from training.weights.checkpoint import CheckpointError, init_from_checkpoint, load_any
+from training.weights.official import infer_architecture, load_official_checkpoint, read_state_dict
 
 # Counts measured on the official factories (reference report, §2.6/§3).
 OFFICIAL = {

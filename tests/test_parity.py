@@ -6,8 +6,8 @@ import copy
 import pytest
 import torch
 
-from training.masking import unit_mask_from_noise, units_to_tokens
-from training.official import load_official_checkpoint
+from training.models.masking import unit_mask_from_noise, units_to_tokens
+from training.weights.official import load_official_checkpoint
 
 FP32_ATOL = 1e-4  # see reference README: the reference's own fp32 vs fp64 gap is ~1e-5
 FP64_ATOL = 1e-9

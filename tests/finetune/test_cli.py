@@ -4,7 +4,8 @@ import sys
 
 import pytest
 
-from training import evaluate, finetune
+from training.finetune import cli as finetune
+from training.finetune import evaluate
 
 
 @pytest.mark.parametrize("module", ["training.finetune", "training.evaluate",
@@ -62,7 +63,7 @@ def test_cross_validation_cli(tmp_path):
 
 
 def test_label_efficiency_smoke(tmp_path):
-    from training.label_efficiency import StudyConfig, run_study
+    from training.finetune.label_efficiency import StudyConfig, run_study
     cfg = StudyConfig(preset="tiny", input_size=64, fractions=(0.5, 1.0), n_unlabeled=16,
                       n_labeled=8, n_val=4, n_test=4, pretrain_steps=3, pretrain_batch=4,
                       finetune_steps=2, finetune_batch=4, evals=1)

@@ -2,9 +2,15 @@ import numpy as np
 import pytest
 import torch
 
-from training.datasets import (ArrayDataset, CSVDataset, DataError, VolumeFolderDataset,
-                               fold_csv_paths, parse_label)
-from training.preprocessing import scale_to_unit
+from training.data.datasets import (
+    ArrayDataset,
+    CSVDataset,
+    DataError,
+    VolumeFolderDataset,
+    fold_csv_paths,
+    parse_label,
+)
+from training.data.preprocessing import scale_to_unit
 
 
 def test_array_dataset_uses_shared_preprocessing(prep64):
@@ -89,7 +95,7 @@ def test_csv_missing_file_and_bad_label(tmp_path, prep64):
 
 
 def test_volume_folder_nifti(tmp_path, prep64):
-    from training.synthetic import write_case
+    from training.data.synthetic import write_case
     for s in (1, 2):
         write_case(s, tmp_path, shape=(4, 48, 48), dicom=False)
     ds = VolumeFolderDataset(tmp_path / "images", tmp_path / "labels", prep=prep64,
@@ -104,7 +110,7 @@ def test_volume_folder_nifti(tmp_path, prep64):
 
 
 def test_volume_folder_shape_mismatch(tmp_path, prep64):
-    from training.synthetic import write_nifti
+    from training.data.synthetic import write_nifti
     write_nifti(np.zeros((3, 16, 16), np.float32), tmp_path / "img" / "a.nii.gz")
     write_nifti(np.zeros((3, 16, 12), np.uint8), tmp_path / "lab" / "a.nii.gz")
     with pytest.raises(DataError, match="does not match"):
@@ -112,7 +118,7 @@ def test_volume_folder_shape_mismatch(tmp_path, prep64):
 
 
 def test_dicom_series_folder_needs_reader(tmp_path, prep64):
-    from training.synthetic import write_case
+    from training.data.synthetic import write_case
     write_case(3, tmp_path, shape=(3, 32, 32), nifti=False)
     try:
         import training.io  # noqa: F401

@@ -5,13 +5,18 @@ import numpy as np
 import pytest
 import torch
 
-from training.checkpoint import load_checkpoint, read_model_card, save_checkpoint
-from training.datasets import ArrayDataset, DataError
-from training.evaluate import predict_and_score
-from training.finetune import (FinetuneConfig, build_finetune_model,
-                               configure_trainable, finetune, finetune_steps)
+from training.data.datasets import ArrayDataset, DataError
+from training.data.synthetic import CLASSES, make_classification_set
+from training.finetune.engine import (
+    FinetuneConfig,
+    build_finetune_model,
+    configure_trainable,
+    finetune_steps,
+    predict_and_score,
+)
+from training.finetune.runner import finetune
 from training.models import build_model
-from training.synthetic import CLASSES, make_classification_set
+from training.weights.checkpoint import load_checkpoint, read_model_card, save_checkpoint
 
 
 def _seg_data(phantoms, prep, n_train=None):

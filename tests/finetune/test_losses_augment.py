@@ -2,8 +2,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from training.augment import AugmentConfig, augment_batch, random_affine, apply_affine
-from training.losses import DiceCELoss, soft_dice_loss
+from training.data.augment import AugmentConfig, apply_affine, augment_batch, random_affine
+from training.finetune.losses import DiceCELoss, soft_dice_loss
 
 
 def _perfect_logits(t, C, scale=50.0):

@@ -1,8 +1,14 @@
 import numpy as np
 import pytest
 
-from training.metrics import (SegmentationMeter, UndefinedMetricWarning, classification_metrics,
-                              dice_per_class, overlap_from_confusion, confusion_matrix_labels)
+from training.finetune.metrics import (
+    SegmentationMeter,
+    UndefinedMetricWarning,
+    classification_metrics,
+    confusion_matrix_labels,
+    dice_per_class,
+    overlap_from_confusion,
+)
 
 
 def test_perfect_and_empty():

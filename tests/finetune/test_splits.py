@@ -1,8 +1,12 @@
 import numpy as np
 import pytest
 
-from training.splits import (default_num_folds, holdout_split, kfold_splits,
-                             label_fraction_subsets)
+from training.data.splits import (
+    default_num_folds,
+    holdout_split,
+    kfold_splits,
+    label_fraction_subsets,
+)
 
 
 def test_kfold_disjoint_and_covering():

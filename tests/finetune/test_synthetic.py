@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from training import synthetic as S
+from training.data import synthetic as S
 
 
 def test_deterministic_and_seed_dependent():

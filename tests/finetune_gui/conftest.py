@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from napari_vismae import _models
-from training.model_store import ModelStore
+from training.weights.store import ModelStore
 
 WEAK_BASE = Path(__file__).resolve().parent / "data" / "weak-tiny-seg"
 KIDNEY = 3
@@ -18,7 +18,7 @@ CORRECTED = (2, 5, 9)  # the slices the tests "paint" (with ground truth)
 @pytest.fixture
 def study():
     """A 12-slice 64-px phantom CT volume (HU) and its ground-truth labels (5 classes)."""
-    from training.synthetic import make_volume
+    from training.data.synthetic import make_volume
     vol, lab = make_volume(3, (12, 64, 64))
     return vol, lab
 
@@ -41,7 +41,7 @@ def ft_store(tmp_path, monkeypatch):
 def pooled_dice(model, card, image, labels, slices, cls=None) -> float:
     """Pooled foreground Dice of ``model`` on ``slices`` (one class, or the mean over the
     foreground classes present)."""
-    from training.inference import run, segment_steps
+    from training.interactive.inference import run, segment_steps
     res = run(segment_steps(model, card, image, slices=list(slices), device="cpu"))
     pred, gt = res.labels[list(slices)], labels[list(slices)]
     classes = [cls] if cls is not None else [c for c in range(1, card.num_classes)
@@ -58,9 +58,9 @@ def cls_model(ft_store):
     """A random tiny 2-class classifier added to the store's built-in folder."""
     import torch
 
-    from training.checkpoint import save_checkpoint
+    from training.data.preprocessing import Preprocessing
     from training.models import build_model
-    from training.preprocessing import Preprocessing
+    from training.weights.checkpoint import save_checkpoint
     torch.manual_seed(0)
     path = ft_store.builtin_dirs[0] / "tiny-cls"
     save_checkpoint(build_model("classification", "tiny", num_classes=2, img_size=64), path,

@@ -18,12 +18,12 @@ KIDNEY = 3
 
 
 def main(argv=None) -> int:
-    from training.checkpoint import save_checkpoint
-    from training.datasets import ArrayDataset
-    from training.finetune import FinetuneConfig, finetune_steps
+    from training.data.datasets import ArrayDataset
+    from training.data.preprocessing import Preprocessing
+    from training.data.synthetic import CLASSES, CT_WINDOW, make_slices
+    from training.finetune.engine import FinetuneConfig, finetune_steps
     from training.models import build_model
-    from training.preprocessing import Preprocessing
-    from training.synthetic import CLASSES, CT_WINDOW, make_slices
+    from training.weights.checkpoint import save_checkpoint
 
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--steps", type=int, default=400)

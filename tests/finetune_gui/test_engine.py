@@ -8,11 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from training.autosave import Autosave, work_dir_for
-from training.corrections import (CorrectionError, CorrectionSet, split_validation, study_key,
-                                  validate_sets)
-from training.finetune_session import SessionConfig, run_session
-from training.model_versions import VersionStore
+from training.interactive.autosave import Autosave, work_dir_for
+from training.interactive.corrections import (
+    CorrectionError,
+    CorrectionSet,
+    split_validation,
+    study_key,
+    validate_sets,
+)
+from training.interactive.session import SessionConfig, run_session
+from training.weights.versions import VersionStore
 
 from .conftest import CORRECTED, KIDNEY
 
@@ -92,8 +97,8 @@ def test_autosave_roundtrip_is_atomic_and_keyed(tmp_path, study):
 
 # -- ranking ------------------------------------------------------------------------------------
 def test_uncertainty_ranking_puts_a_corrupted_slice_first(ft_store, study):
-    from training.active_learning import rank_slices
-    from training.checkpoint import load_checkpoint
+    from training.interactive.active_learning import rank_slices
+    from training.weights.checkpoint import load_checkpoint
 
     vol, _ = study
     vol = vol.copy()
@@ -117,7 +122,7 @@ def _tree(root):
 
 
 def test_stop_keeps_best_but_leaves_previous_version_active(ft_store, study):
-    from training.checkpoint import load_checkpoint
+    from training.weights.checkpoint import load_checkpoint
 
     base = _entry(ft_store)
     vs = VersionStore(ft_store.user_dir)
@@ -149,7 +154,7 @@ def test_stop_keeps_best_but_leaves_previous_version_active(ft_store, study):
 
 
 def test_error_mid_run_writes_nothing(ft_store, study, monkeypatch):
-    import training.finetune_session as fs
+    import training.interactive.session as fs
 
     real = fs.finetune_steps
 
@@ -168,7 +173,7 @@ def test_error_mid_run_writes_nothing(ft_store, study, monkeypatch):
 
 @pytest.mark.slow
 def test_out_of_memory_halves_the_batch_then_reports(ft_store, study, monkeypatch):
-    import training.finetune_session as fs
+    import training.interactive.session as fs
 
     real = fs.finetune_steps
 

@@ -10,7 +10,7 @@ from qtpy.QtCore import QTimer
 
 from napari_vismae._finetune_widget import FinetuneWidget
 from napari_vismae._segment_widget import SegmentWidget
-from training.model_versions import VersionStore
+from training.weights.versions import VersionStore
 
 from .conftest import CORRECTED, KIDNEY, pooled_dice
 
@@ -45,7 +45,7 @@ def _goto(viewer, z):
 @pytest.mark.slow
 def test_correct_finetune_improves_heldout_and_versions(make_napari_viewer, qtbot, ft_store,
                                                         study, tmp_path):
-    from training.checkpoint import load_checkpoint
+    from training.weights.checkpoint import load_checkpoint
 
     vol, truth = study
     viewer, image, lab, w = _setup(make_napari_viewer, study)
@@ -104,7 +104,7 @@ def test_correct_finetune_improves_heldout_and_versions(make_napari_viewer, qtbo
 
 
 def test_stop_leaves_previous_version_active(make_napari_viewer, qtbot, ft_store, study):
-    from training.checkpoint import load_checkpoint
+    from training.weights.checkpoint import load_checkpoint
 
     vol, truth = study
     viewer, image, lab, w = _setup(make_napari_viewer, study)

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from napari_vismae import _models
-from training.checkpoint import save_checkpoint
-from training.model_store import ModelStore
+from training.data.preprocessing import Preprocessing
 from training.models import build_model
-from training.preprocessing import Preprocessing
+from training.weights.checkpoint import save_checkpoint
+from training.weights.store import ModelStore
 
 CLASSES = [{"index": 0, "name": "background", "color": "#00000000"},
            {"index": 1, "name": "organ", "color": "#D55E00"},

@@ -7,11 +7,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from training import prepare as prep_mod
-from training.checkpoint import init_from_checkpoint
 from training.models import build_model
-from training.prepare import prepare
-from training.pretrain_data import ShardDataset
+from training.pretrain import prepare as prep_mod
+from training.pretrain.data import ShardDataset
+from training.pretrain.prepare import prepare
+from training.weights.checkpoint import init_from_checkpoint
 
 from ..io.factory import make_series
 from .conftest import BASE, read_losses, run_pretrain

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import sys
 
@@ -10,9 +9,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from training.checkpoint import init_from_checkpoint, load_checkpoint
 from training.models import build_model
-from training.pretrain import build_parser, parse_args
+from training.pretrain.loop import build_parser, parse_args
+from training.weights.checkpoint import init_from_checkpoint, load_checkpoint
 
 from .conftest import BASE, read_losses, run_pretrain
 
@@ -76,7 +75,7 @@ def test_two_process_ddp_equals_one_process_with_double_batch(image_folder, tmp_
 
 
 def test_failed_save_keeps_previous_state(tmp_path, monkeypatch):
-    from training import resume
+    from training.pretrain import resume
     state = {"model": {}, "optimizer": {}, "global_step": 1, "epoch": 0, "config": {}}
     first = resume.save_state(tmp_path, state, keep_last=3)
 

@@ -7,11 +7,16 @@ Write: :func:`write_labels_nifti`, :func:`write_labels_dicom_seg`,
 See :mod:`.volume` for the array/affine conventions.
 """
 
-from .errors import ImageReadError, ImageWriteError, MissingDecoderError
-from .read import LoadReport, ReadResult, read_image
-from .volume import Volume
-from .windowing import CT_PRESETS, default_window, presets_for_modality, window_to_unit
-from .writers import write_labels, write_labels_dicom_seg, write_labels_nifti, write_labels_png
+from training.io.errors import ImageReadError, ImageWriteError, MissingDecoderError
+from training.io.read import LoadReport, ReadResult, read_image
+from training.io.volume import Volume
+from training.io.windowing import CT_PRESETS, default_window, presets_for_modality, window_to_unit
+from training.io.writers import (
+    write_labels,
+    write_labels_dicom_seg,
+    write_labels_nifti,
+    write_labels_png,
+)
 
 __all__ = [
     "CT_PRESETS",

@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ImageReadError, MissingDecoderError
-from .volume import Volume, affine_from_geometry, canonical_slice_order
+from training.io.errors import ImageReadError, MissingDecoderError
+from training.io.volume import Volume, affine_from_geometry, canonical_slice_order
 
 log = logging.getLogger(__name__)
 

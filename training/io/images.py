@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ImageReadError
-from .volume import Volume
+from training.io.errors import ImageReadError
+from training.io.volume import Volume
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ImageReadError
-from .volume import Volume
+from training.io.errors import ImageReadError
+from training.io.volume import Volume
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 _LPS = ("L", "P", "S")

@@ -8,11 +8,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .dicom import read_dicom
-from .errors import ImageReadError
-from .images import is_image_path, read_2d_image
-from .nifti import is_nifti_path, read_nifti
-from .volume import Volume
+from training.io.dicom import read_dicom
+from training.io.errors import ImageReadError
+from training.io.images import is_image_path, read_2d_image
+from training.io.nifti import is_nifti_path, read_nifti
+from training.io.volume import Volume
 
 log = logging.getLogger(__name__)
 

@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from ..atomic import atomic_path
-from .errors import ImageWriteError
-from .nifti import RAS_TO_LPS, to_source_layout
-from .volume import Volume
+from training.io.errors import ImageWriteError
+from training.io.nifti import RAS_TO_LPS, to_source_layout
+from training.io.volume import Volume
+from training.runtime.atomic import atomic_path
 
 #: napari-like default colours for label values 1.. (RGB 0-255) used when none are given.
 _DEFAULT_COLOURS = [

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from torch import nn
 
-from .classification import SwinClassifier
-from .config import PRESETS, SwinConfig, get_config
-from .mae import SwinMAE
-from .segmentation import SwinUNet
+from training.models.classification import SwinClassifier
+from training.models.config import PRESETS, SwinConfig, get_config
+from training.models.mae import SwinMAE
+from training.models.segmentation import SwinUNet
 
 TASKS = ("mae", "segmentation", "classification")
 

@@ -5,8 +5,8 @@ import torch
 from torch import nn
 from torch.nn.init import trunc_normal_
 
-from .blocks import DecoderStage, EncoderStage, PatchEmbed, PatchExpanding
-from .config import SwinConfig
+from training.models.blocks import DecoderStage, EncoderStage, PatchEmbed, PatchExpanding
+from training.models.config import SwinConfig
 
 
 def drop_path_rates(cfg: SwinConfig) -> list[list[float]]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .backbone import SwinBackbone, init_weights
-from .config import SwinConfig
+from training.models.backbone import SwinBackbone, init_weights
+from training.models.config import SwinConfig
 
 
 class SwinClassifier(SwinBackbone):

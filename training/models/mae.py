@@ -4,9 +4,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..masking import random_window_mask
-from .backbone import SwinBackbone, build_decoder_stages, init_weights
-from .config import SwinConfig
+from training.models.backbone import SwinBackbone, build_decoder_stages, init_weights
+from training.models.config import SwinConfig
+from training.models.masking import random_window_mask
 
 
 class SwinMAE(SwinBackbone):

@@ -5,9 +5,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backbone import SwinBackbone, build_decoder_stages, init_weights
-from .blocks import PatchExpanding
-from .config import SwinConfig
+from training.models.backbone import SwinBackbone, build_decoder_stages, init_weights
+from training.models.blocks import PatchExpanding
+from training.models.config import SwinConfig
 
 
 class SwinUNet(SwinBackbone):

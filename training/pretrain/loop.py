@@ -38,15 +38,16 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from . import distributed as D
-from .atomic import atomic_path, atomic_write_text
-from .checkpoint import save_checkpoint
-from .masking import mask_to_pixels, unit_mask_from_noise, units_to_tokens
-from .models import PRESETS, build_model
-from .optim import WarmupCosine, build_optimizer
-from .preprocessing import Preprocessing
-from .pretrain_data import open_dataset
-from .resume import find_resume, load_state, rng_state, save_state, set_rng_state
+from training.data.preprocessing import Preprocessing
+from training.models import PRESETS, build_model
+from training.models.masking import mask_to_pixels, unit_mask_from_noise, units_to_tokens
+from training.pretrain.data import open_dataset
+from training.pretrain.resume import find_resume, load_state, rng_state, save_state, set_rng_state
+from training.runtime import distributed as D
+from training.runtime.atomic import atomic_path, atomic_write_text
+from training.runtime.device import autocast_dtype, default_device_name, flush_denormals
+from training.runtime.optim import WarmupCosine, build_optimizer
+from training.weights.checkpoint import save_checkpoint
 
 log = logging.getLogger("training.pretrain")
 
@@ -168,13 +169,6 @@ def parse_args(argv=None) -> PretrainConfig:
     return cfg
 
 
-def autocast_dtype(precision: str, device: torch.device):
-    if precision == "auto":
-        ok = device.type == "cuda" and torch.cuda.is_bf16_supported()
-        return torch.bfloat16 if ok else None
-    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-
-
 class MetricsLog:
     """JSON lines, one per logged step (rank 0 only). On resume, lines after the resumed
     step are dropped so the file reads as one uninterrupted run."""
@@ -234,7 +228,7 @@ def _check_resume_compatible(state: dict, cfg: PretrainConfig, model_cfg) -> Non
 def pretrain(cfg: PretrainConfig) -> Path | None:
     """Run pretraining; returns the exported model folder (rank 0) or None."""
     info = D.init_distributed(cfg.device if cfg.device != "auto" else
-                              ("cuda" if torch.cuda.is_available() else "cpu"))
+                              default_device_name())
     exported = _pretrain(cfg, info)  # on an error, leave the group alone: torchrun stops the peers
     D.cleanup(info)
     return exported
@@ -242,8 +236,7 @@ def pretrain(cfg: PretrainConfig) -> Path | None:
 
 def _pretrain(cfg: PretrainConfig, info: D.DistInfo) -> Path | None:
     device = D.resolve_device(cfg.device, info)
-    if device.type == "cpu":
-        torch.set_flush_denormal(True)  # denormal weights/activations can slow CPU steps 10x
+    flush_denormals(device)
     out = Path(cfg.output)
     ckpt_dir = out / "checkpoints"
     torch.manual_seed(cfg.seed + info.rank)
@@ -254,7 +247,7 @@ def _pretrain(cfg: PretrainConfig, info: D.DistInfo) -> Path | None:
     unit = model_cfg.mask_unit // model_cfg.patch_size
     units_hw = (cfg.input_size // model_cfg.mask_unit,) * 2
     dataset = open_dataset(cfg.data, cfg.input_size, units_hw[0] * units_hw[1], cfg.seed)
-    from .pretrain_data import EpochSampler
+    from training.pretrain.data import EpochSampler
 
     sampler = EpochSampler(len(dataset), info.rank, info.world_size, cfg.seed)
     steps_per_epoch = (len(dataset) // info.world_size) // cfg.batch_size

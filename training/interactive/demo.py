@@ -1,6 +1,6 @@
 """Headless demo: build the VIS-MAE models, run them on a sample image, save what they produce.
 
-    python -m training.demo --output demo_output
+    python -m training.interactive.demo --output demo_output
 
 Writes ``reconstruction.png`` (input / masked input / MAE reconstruction),
 ``segmentation.png`` and a checkpoint directory, and prints timings. Models
@@ -28,14 +28,14 @@ def sample_image(size: int = 224) -> np.ndarray:
 def save_png(path: Path, image: np.ndarray) -> None:
     from skimage.io import imsave
 
-    from .atomic import atomic_path
+    from training.runtime.atomic import atomic_path
 
     with atomic_path(path, suffix=".png") as tmp:
         imsave(tmp, (np.clip(image, 0, 1) * 255).astype(np.uint8), check_contrast=False)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.demo", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m training.interactive.demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", type=Path, default=Path("demo_output"),
                         help="folder for the results (default: %(default)s)")
@@ -46,10 +46,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from .checkpoint import init_from_checkpoint, save_checkpoint
-    from .masking import mask_to_pixels
-    from .models import build_model
-    from .preprocessing import Preprocessing, to_model_input
+    from training.data.preprocessing import Preprocessing, to_model_input
+    from training.models import build_model
+    from training.models.masking import mask_to_pixels
+    from training.weights.checkpoint import init_from_checkpoint, save_checkpoint
 
     torch.manual_seed(args.seed)
     prep = Preprocessing()

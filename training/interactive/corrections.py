@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .datasets import ArrayDataset, DataError
-from .preprocessing import Preprocessing
+from training.data.datasets import ArrayDataset, DataError
+from training.data.preprocessing import Preprocessing
 
 VALIDATION_MODES = ("auto", "hold-out", "leave-one-out", "none")
 

@@ -1,6 +1,6 @@
 """What to correct next: rank a study's slices by the model's uncertainty.
 
-The score is :func:`training.inference.segment_steps`' per-slice uncertainty:
+The score is :func:`training.interactive.inference.segment_steps`' per-slice uncertainty:
 the mean entropy (nats) of the softmax inside the predicted foreground (the
 whole slice when nothing is predicted). Optionally the mean margin (top-1 minus
 top-2 probability, inverted) is used instead. Slices the user already corrected
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .inference import Progress, SegmentationResult, segment_steps
+from training.interactive.inference import Progress, SegmentationResult, segment_steps
 
 
 @dataclass
@@ -53,5 +53,5 @@ def rank_steps(model, card, image: np.ndarray, *, exclude: Sequence[int] = (),
 
 def rank_slices(model, card, image, **kw) -> Ranking:
     """:func:`rank_steps`, run to completion."""
-    from .inference import run
+    from training.interactive.inference import run
     return run(rank_steps(model, card, image, **kw))

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from .atomic import atomic_path, atomic_write_bytes
+from training.runtime.atomic import atomic_path, atomic_write_bytes
 
 CLASSES: list[dict] = [
     {"index": 0, "name": "background", "color": "#00000000"},

@@ -14,8 +14,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .checkpoint import CARD_NAME, CheckpointError, read_model_card, save_checkpoint
-from .model_card import ModelCard
+from training.weights.card import ModelCard
+from training.weights.checkpoint import CARD_NAME, CheckpointError, read_model_card, save_checkpoint
 
 ENV_VAR = "NAPARI_VISMAE_MODELS"
 
@@ -89,7 +89,7 @@ class ModelStore:
     def open(self, path: str | os.PathLike) -> ModelEntry:
         """Add a model from a file or folder: ours is listed in place; an official ``.pth``
         is converted into the user folder. Raises :class:`CheckpointError` if unusable."""
-        from .checkpoint import _checkpoint_dir, load_any
+        from training.weights.checkpoint import _checkpoint_dir, load_any
 
         path = Path(path)
         d = _checkpoint_dir(path)

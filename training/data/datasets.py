@@ -3,12 +3,12 @@
 Every dataset yields :class:`SliceSample` objects (one 2-D image with raw
 intensities, its mask or class label, modality and window), and every sample
 goes through the same :func:`prepare_sample`, which applies
-:func:`training.preprocessing.scale_to_unit` and the model-card resize: the
+:func:`training.data.preprocessing.scale_to_unit` and the model-card resize: the
 preprocessing used in pretraining and inference. Items are
 ``(image (1, S, S) float32 in [0, 1], target)`` with ``S = prep.input_size``;
 the target is a (S, S) int64 mask (nearest-neighbour resized) or a scalar
 int64 class (-1 when unlabelled). Standardisation (mean/std) happens in the
-training loop after augmentation (:func:`training.preprocessing.to_model_input`).
+training loop after augmentation (:func:`training.data.preprocessing.to_model_input`).
 
 Sources:
 
@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from .preprocessing import Preprocessing, scale_to_unit, to_model_input
+from training.data.preprocessing import Preprocessing, scale_to_unit, to_model_input
 
 TASKS = ("segmentation", "classification")
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -292,7 +292,7 @@ def read_slice_file(path: str | os.PathLike) -> tuple[np.ndarray, str | None, tu
         raise DataError(f"{p}: file not found")
     suffix = p.suffix.lower()
     if _is_nifti(p):
-        from .synthetic import read_nifti
+        from training.data.synthetic import read_nifti
         a, _ = read_nifti(p)
         if a.shape[0] != 1:
             raise DataError(f"{p}: a CSV row must be a 2-D image, this NIfTI has {a.shape[0]} "
@@ -458,7 +458,7 @@ class VolumeFolderDataset(SliceDataset):
             arr, mod, win = self._read(p)
             lab = None
             if labels:
-                from .synthetic import read_nifti
+                from training.data.synthetic import read_nifti
                 lab, _ = read_nifti(labels[key])
                 if lab.shape != arr.shape:
                     raise DataError(f"{key}: label volume shape {lab.shape} does not match image "
@@ -474,11 +474,11 @@ class VolumeFolderDataset(SliceDataset):
 
     def _read(self, p: Path):
         if _is_nifti(p):
-            from .synthetic import read_nifti
+            from training.data.synthetic import read_nifti
             arr, _ = read_nifti(p)
             return arr.astype(np.float32), None, None
         try:
-            from .io import read_image  # DICOM series reader (training.io)
+            from training.io import read_image  # DICOM series reader (training.io)
         except ImportError:
             raise DataError(f"{p}: reading DICOM series needs training.io.read_image, which this "
                             "installation lacks; convert the series to NIfTI or update "

@@ -19,10 +19,10 @@ from pathlib import Path
 
 from torch import nn
 
-from .atomic import atomic_directory, atomic_write_text
-from .checkpoint import CARD_NAME, read_model_card, save_checkpoint
-from .model_card import ModelCard
-from .model_store import ModelEntry, _slug
+from training.runtime.atomic import atomic_directory, atomic_write_text
+from training.weights.card import ModelCard
+from training.weights.checkpoint import CARD_NAME, read_model_card, save_checkpoint
+from training.weights.store import ModelEntry, _slug
 
 VERSION_RE = re.compile(r"^v(\d{4,})$")
 ACTIVE = "active.json"

@@ -17,12 +17,17 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import CheckpointError, LoadReport, load_state_dict_checked, transfer_state_dict
-from .model_card import ModelCard
-from .models import build_model, task_of
-from .models.blocks import relative_position_index
-from .models.config import SwinConfig
-from .preprocessing import OFFICIAL_FINETUNE, OFFICIAL_PRETRAIN
+from training.data.preprocessing import OFFICIAL_FINETUNE, OFFICIAL_PRETRAIN
+from training.models import build_model, task_of
+from training.models.blocks import relative_position_index
+from training.models.config import SwinConfig
+from training.weights.card import ModelCard
+from training.weights.transfer import (
+    CheckpointError,
+    TransferReport,
+    load_state_dict_checked,
+    transfer_state_dict,
+)
 
 # Official tensors our models recompute or never use.
 UNUSED_KEYS = ("pos_embed",)  # fixed sin-cos table, never added in the official forward
@@ -153,7 +158,7 @@ def load_official_checkpoint(source, task: str | None = None, num_classes: int |
         model = build_model(task, cfg, num_classes=file_classes)
         if strict:
             load_state_dict_checked(model, state, name)
-            report = LoadReport(source=name, loaded=sorted(state), ignored=dropped)
+            report = TransferReport(source=name, loaded=sorted(state), ignored=dropped)
         else:
             report = transfer_state_dict(model, state, name)
             report.ignored += dropped

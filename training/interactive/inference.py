@@ -8,7 +8,6 @@ progress bar) can report it and stop it between batches; ``run`` consumes it.
 """
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 
@@ -16,8 +15,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .model_card import ModelCard
-from .preprocessing import scale_to_unit, to_model_input
+from training.data.preprocessing import scale_to_unit, to_model_input
+from training.runtime.device import autocast_for, drain, pick_device  # noqa: F401  (re-exported)
+from training.weights.card import ModelCard
 
 
 @dataclass
@@ -46,30 +46,6 @@ class ClassificationResult:
     def aggregate(self) -> np.ndarray:
         """Study-level probabilities: the mean over slices."""
         return self.probabilities.mean(0)
-
-
-def pick_device(requested: str = "auto") -> torch.device:
-    if requested == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("CUDA was requested but no CUDA GPU is available")
-    if requested == "mps" and not (getattr(torch.backends, "mps", None)
-                                   and torch.backends.mps.is_available()):
-        raise RuntimeError("MPS was requested but Apple Metal is not available")
-    return torch.device(requested)
-
-
-def autocast_for(device: torch.device, precision: str = "auto"):
-    """bf16 autocast only where it is faster (CUDA GPUs with bf16); fp32 elsewhere."""
-    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda"
-                                       and torch.cuda.is_bf16_supported())
-    if use_bf16:
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def _as_slices(image: np.ndarray) -> tuple[np.ndarray, bool]:
@@ -166,10 +142,4 @@ def classify_steps(model, card: ModelCard, image: np.ndarray, *, slices: Sequenc
     return ClassificationResult(out, idx)
 
 
-def run(steps: Generator):
-    """Drive a ``*_steps`` generator to completion and return its result."""
-    while True:
-        try:
-            next(steps)
-        except StopIteration as stop:
-            return stop.value
+run = drain  # drive a ``*_steps`` generator to completion and return its result

@@ -2,7 +2,7 @@
 
 Files live in a work folder next to the model store (``<user model folder>/../work``),
 one ``<digest of the study key>.npz`` per study, written to a temporary file and
-renamed (:mod:`training.atomic`), so a crash mid-write leaves the previous save.
+renamed (:mod:`training.runtime.atomic`), so a crash mid-write leaves the previous save.
 The file holds the labels (compressed), the corrected slice indices, the
 classification tags, the study key and the save time; nothing else about the
 study (no names).
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_path
-from .corrections import CorrectionSet, key_digest
+from training.interactive.corrections import CorrectionSet, key_digest
+from training.runtime.atomic import atomic_path
 
 
 def work_dir_for(model_dir: str | Path) -> Path:

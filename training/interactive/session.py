@@ -3,8 +3,8 @@
 :func:`session_steps` is a generator (the napari Fine-tune widget drives it
 from a worker thread; :func:`run_session` runs it headless):
 
-1. check the training set (:func:`training.corrections.validate_sets`: a clear
-   :class:`~training.corrections.CorrectionError` for an empty or
+1. check the training set (:func:`training.interactive.corrections.validate_sets`: a clear
+   :class:`~training.interactive.corrections.CorrectionError` for an empty or
    single-class set, before anything is loaded);
 2. split the corrected slices for validation (hold-out, leave-one-out, or none,
    in which case the score is the *training* Dice and is labelled
@@ -16,7 +16,7 @@ from a worker thread; :func:`run_session` runs it headless):
 4. on CUDA out-of-memory, restart with half the batch size
    (``{'kind': 'oom'}``), down to 1, then fail with a clear message;
 5. save the best weights as a new immutable version
-   (:class:`training.model_versions.VersionStore`) with provenance: parent,
+   (:class:`training.weights.versions.VersionStore`) with provenance: parent,
    study keys (UID or content hash, never names) and slice indices,
    hyper-parameters, metrics and duration.
 
@@ -44,12 +44,17 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .corrections import CorrectionError, CorrectionSet, split_validation, validate_sets
-from .datasets import SliceDataset
-from .finetune import MODES, FinetuneConfig, TrainState, finetune_steps
-from .model_card import ModelCard
-from .model_store import ModelEntry, _slug
-from .model_versions import VERSION_RE, VersionStore
+from training.data.datasets import SliceDataset
+from training.finetune.engine import MODES, FinetuneConfig, TrainState, finetune_steps
+from training.interactive.corrections import (
+    CorrectionError,
+    CorrectionSet,
+    split_validation,
+    validate_sets,
+)
+from training.weights.card import ModelCard
+from training.weights.store import ModelEntry, _slug
+from training.weights.versions import VERSION_RE, VersionStore
 
 DEFAULT_LR = {"decoder": 1e-3, "head": 1e-3, "full": 3e-4}
 
@@ -140,7 +145,7 @@ def is_oom(e: BaseException) -> bool:
 
 def _score(model, data, task, prep, device, class_names) -> tuple[float, dict]:
     """-> (the selection score, extra metrics) of ``model`` on ``data``."""
-    from .evaluate import predict_and_score
+    from training.finetune.engine import predict_and_score
     res = predict_and_score(model, data, task, prep, 16, device, None, class_names)
     if task == "segmentation":
         return float(res["mean_dice"]), {"val_dice_pooled": res["mean_dice_pooled"],
@@ -158,7 +163,7 @@ def session_steps(base: ModelEntry, sets: Sequence[CorrectionSet], cfg: SessionC
     ``val_sets``: explicit validation slices (e.g. other studies) instead of a split of
     ``sets`` (``cfg.validation`` is then ignored).
     """
-    from .checkpoint import load_checkpoint
+    from training.weights.checkpoint import load_checkpoint
 
     t0 = time.perf_counter()
     card = base.card

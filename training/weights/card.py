@@ -5,8 +5,8 @@ import datetime as _dt
 import platform
 from dataclasses import dataclass, field
 
-from .models.config import SwinConfig
-from .preprocessing import Preprocessing
+from training.data.preprocessing import Preprocessing
+from training.models.config import SwinConfig
 
 CARD_FORMAT = "napari-vismae/1"
 
@@ -25,7 +25,7 @@ def default_classes(num_classes: int, task: str) -> list[dict]:
 def software_versions() -> dict:
     import torch
 
-    from . import __version__
+    from training import __version__
     return {"napari_vismae": __version__, "torch": torch.__version__,
             "python": platform.python_version()}
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .atomic import atomic_path
+from training.runtime.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 STATE_PATTERN = re.compile(r"^step-(\d{9})\.pt$")

@@ -5,15 +5,14 @@ architecture, task, classes, preprocessing and provenance. Writes are atomic:
 the directory appears complete or not at all.
 
 Also here: loading *any* supported checkpoint (ours or an official VIS-MAE
-``.pth``) and transferring an MAE's weights into a segmentation or
-classification model with a report of what was copied.
+``.pth``) and initialising a segmentation or classification model from an MAE
+(:mod:`training.weights.transfer` does the copying and the report).
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -21,39 +20,19 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .atomic import atomic_directory
-from .model_card import ModelCard
-from .models import build_model, task_of
+from training.models import build_model, task_of
+from training.runtime.atomic import atomic_directory
+from training.weights.card import ModelCard
+from training.weights.official import card_for_official, load_official_checkpoint, read_state_dict
+from training.weights.transfer import (
+    CheckpointError,
+    TransferReport,
+    load_state_dict_checked,
+    transfer_state_dict,
+)
 
 WEIGHTS_NAME = "model.safetensors"
 CARD_NAME = "model_card.json"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used; the message names the file and the problem."""
-
-    def __init__(self, path, reason: str):
-        self.path, self.reason = str(path), reason
-        super().__init__(f"{path}: {reason}")
-
-
-@dataclass
-class LoadReport:
-    """Which keys of a source state dict went where."""
-
-    source: str = ""
-    loaded: list[str] = field(default_factory=list)
-    new: list[str] = field(default_factory=list)  # in the model, not in the source: initialised fresh
-    ignored: list[str] = field(default_factory=list)  # in the source, not used by the model
-    mismatched: list[str] = field(default_factory=list)  # same name, other shape (not loaded)
-
-    def summary(self) -> str:
-        return (f"{self.source}: loaded {len(self.loaded)}, newly initialised {len(self.new)}, "
-                f"ignored {len(self.ignored)}, shape-mismatched {len(self.mismatched)}")
-
-    def to_dict(self) -> dict:
-        return {"source": self.source, "loaded": len(self.loaded), "new": self.new,
-                "ignored": self.ignored, "mismatched": self.mismatched}
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -134,52 +113,14 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu",
     return model.to(device).eval(), card
 
 
-def load_state_dict_checked(model: nn.Module, state: dict, source) -> None:
-    """Strict load with an error that lists the offending keys and shapes."""
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    wrong = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-             for k in own if k in state and state[k].shape != own[k].shape]
-    if missing or unexpected or wrong:
-        parts = []
-        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
-            if keys:
-                parts.append(f"{label} ({len(keys)}): {', '.join(keys[:6])}"
-                             + (" ..." if len(keys) > 6 else ""))
-        raise CheckpointError(source, "weights do not fit the architecture: " + "; ".join(parts))
-    model.load_state_dict(state, strict=True)
-
-
 # -- transfer -----------------------------------------------------------------------------------
-def transfer_state_dict(model: nn.Module, state: dict, source: str = "",
-                        skip: tuple[str, ...] = ()) -> LoadReport:
-    """Copy every tensor whose name and shape match; report the rest. ``skip``: name prefixes."""
-    own = model.state_dict()
-    report = LoadReport(source=str(source))
-    usable = {}
-    for k, v in state.items():
-        if k not in own or k.startswith(skip):
-            report.ignored.append(k)
-        elif v.shape != own[k].shape:
-            report.mismatched.append(f"{k}: source {tuple(v.shape)} vs model {tuple(own[k].shape)}")
-        else:
-            usable[k] = v
-    model.load_state_dict(usable, strict=False)
-    report.loaded = sorted(usable)
-    report.new = sorted(k for k in own if k not in usable)
-    return report
-
-
-def init_from_checkpoint(model: nn.Module, source, encoder_only: bool = False) -> LoadReport:
+def init_from_checkpoint(model: nn.Module, source, encoder_only: bool = False) -> TransferReport:
     """Initialise ``model`` from an MAE (or any VIS-MAE) checkpoint: ours or official.
 
     ``source``: a checkpoint directory, an official ``.pth`` path, or a state dict.
     By default both encoder and decoder transfer (the official recipe);
     ``encoder_only`` keeps the decoder random.
     """
-    from .official import read_state_dict
-
     if isinstance(source, dict):
         state, name = read_state_dict(source)
     elif (_checkpoint_dir(Path(source)) / CARD_NAME).is_file():
@@ -197,8 +138,6 @@ def init_from_checkpoint(model: nn.Module, source, encoder_only: bool = False) -
 def load_any(path: str | os.PathLike, device="cpu", task: str | None = None,
              num_classes: int | None = None):
     """Load ours (directory) or an official ``.pth`` -> ``(model, card, report or None)``."""
-    from .official import card_for_official, load_official_checkpoint
-
     path = Path(path)
     if (_checkpoint_dir(path) / CARD_NAME).is_file():
         model, card = load_checkpoint(path, device)

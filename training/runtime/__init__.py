@@ -1,0 +1,1 @@
+"""Runtime plumbing shared by every stage: device and precision, distributed processes, atomic writes, optimizers."""
