@@ -19,7 +19,7 @@ from magicgui.widgets import (
     create_widget,
 )
 
-from ._layers import current_slice, image_array, modality_and_window
+from ._layers import current_slice, image_array, modality_and_window, unwrap
 from ._models import follow_model_changes, model_choices, models_loading
 from ._segment_widget import wrap
 from ._worker import MODELS, start_worker
@@ -33,7 +33,7 @@ SCOPES = ("current slice", "whole study")
 class ClassifyWidget(Container):
     def __init__(self, napari_viewer: napari.viewer.Viewer):
         super().__init__(labels=True)
-        self.viewer = napari_viewer
+        self.viewer = unwrap(napari_viewer)
         self._image = create_widget(annotation="napari.layers.Image", label="image")
         self._model = ComboBox(label="model", choices=model_choices("classification"))
         self._scope = ComboBox(label="scope", choices=SCOPES, value="whole study")

@@ -32,6 +32,12 @@ if TYPE_CHECKING:
 ROLE = "prediction"
 
 
+def unwrap(obj):
+    """The object behind napari's ``PublicOnlyProxy`` (what plugin widgets receive): layer
+    identity (``is``, ``id``) must be the real layer's, the one napari's events carry."""
+    return getattr(obj, "__wrapped__", obj)
+
+
 def image_array(layer) -> np.ndarray:
     """The layer's data as a (y, x) or (z, y, x) numpy array (RGB -> gray)."""
     data = layer.data
@@ -93,6 +99,7 @@ def _same_source(info: dict, image_layer) -> bool:
 
 def prediction_layers(viewer: napari.Viewer, image_layer) -> list:
     """Prediction layers of ``image_layer`` (any lineage), most recently added last."""
+    image_layer = unwrap(image_layer)
     shape = spatial_shape(image_layer)
     return [ly for ly in viewer.layers
             if (info := prediction_info(ly)) is not None and _same_source(info, image_layer)
@@ -143,6 +150,7 @@ def new_prediction_layer(viewer: napari.Viewer, image_layer, card: ModelCard, li
     named by the model's classes, and tracked for corrections from this moment on."""
     from . import _tracking
 
+    viewer, image_layer = unwrap(viewer), unwrap(image_layer)
     name = f"{lineage} labels"
     if name in viewer.layers:
         name = _free_name(viewer, f"{lineage} labels ({image_layer.name})")

@@ -35,7 +35,7 @@ def describe(entry) -> str:
 class ModelManagerWidget(Container):
     def __init__(self, napari_viewer: napari.viewer.Viewer | None = None):
         super().__init__(labels=False)
-        self.viewer = napari_viewer
+        self.viewer = getattr(napari_viewer, "__wrapped__", napari_viewer)
         self._select = Select(choices=self._choices, label="models")
         self._card = TextEdit(value="")
         self._card.native.setReadOnly(True)

@@ -34,6 +34,7 @@ from ._layers import (
     prediction_diff,
     protections,
     set_prediction_model,
+    unwrap,
 )
 from ._models import follow_model_changes, lineage_of, model_choices, models_loading
 from ._worker import MODELS, start_worker
@@ -61,7 +62,7 @@ class SegmentWidget(Container):
 
     def __init__(self, napari_viewer: napari.viewer.Viewer):
         super().__init__(labels=True)
-        self.viewer = napari_viewer
+        self.viewer = unwrap(napari_viewer)
         self._image = create_widget(annotation="napari.layers.Image", label="image")
         self._model = ComboBox(label="model", choices=model_choices("segmentation"))
         self._scope = ComboBox(label="scope", choices=SCOPES, value="all slices")
@@ -122,7 +123,7 @@ class SegmentWidget(Container):
 
     def target_layer(self):
         """The prediction layer the current image + model would update (None: a new one)."""
-        layer, entry = self._image.value, self._model.value
+        layer, entry = unwrap(self._image.value), self._model.value
         if layer is None or entry is None:
             return None
         return find_prediction_layer(self.viewer, layer, lineage_of(entry))
@@ -179,7 +180,7 @@ class SegmentWidget(Container):
 
         if self.worker is not None and self.worker.is_running:
             return
-        layer, entry = self._image.value, self._model.value
+        layer, entry = unwrap(self._image.value), self._model.value
         if layer is None or entry is None:
             show_error("The models are still loading; try again in a moment." if models_loading()
                        else "Choose an image layer and a segmentation model first.")

@@ -55,7 +55,7 @@ class WindowLevelWidget(Container):
     """Pick an image layer, a preset, or type level/width; changes apply immediately."""
 
     def __init__(self, napari_viewer: napari.viewer.Viewer):
-        self._viewer = napari_viewer
+        self._viewer = getattr(napari_viewer, "__wrapped__", napari_viewer)
         self._updating = False
         self._presets_cache: tuple | None = None
         self._layer_box = ComboBox(label="Image", choices=self._image_layers)
@@ -73,7 +73,7 @@ class WindowLevelWidget(Container):
         self._preset_box.changed.connect(self._on_preset)
         self._center.changed.connect(self._on_values)
         self._width.changed.connect(self._on_values)
-        for ev in (napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed):
+        for ev in (self._viewer.layers.events.inserted, napari_viewer.layers.events.removed):
             ev.connect(self._refresh_layers)
         self._on_layer(self._layer_box.value)
 
