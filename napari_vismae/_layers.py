@@ -215,6 +215,8 @@ def prediction_diff(current: np.ndarray, new: np.ndarray, slices: Sequence[int] 
         idx = np.nonzero(mask)
         return idx, new[idx].astype(current.dtype, copy=False)
     zs = range(current.shape[0]) if slices is None else slices
+    # the undo record keeps these indices: 2 bytes per axis instead of 8 where they fit
+    itype = np.int16 if max(current.shape) <= np.iinfo(np.int16).max else np.int32
     parts = [[], [], []]
     values = []
     for z in zs:
@@ -227,9 +229,9 @@ def prediction_diff(current: np.ndarray, new: np.ndarray, slices: Sequence[int] 
             mask &= ~np.isin(cur, locked) & ~np.isin(nw, locked)
         y, x = np.nonzero(mask)
         if y.size:
-            parts[0].append(np.full(y.size, z, np.intp))
-            parts[1].append(y)
-            parts[2].append(x)
+            parts[0].append(np.full(y.size, z, itype))
+            parts[1].append(y.astype(itype))
+            parts[2].append(x.astype(itype))
             values.append(nw[y, x])
     if not values:
         return tuple(np.zeros(0, np.intp) for _ in range(3)), np.zeros(0, current.dtype)
@@ -237,19 +239,42 @@ def prediction_diff(current: np.ndarray, new: np.ndarray, slices: Sequence[int] 
             np.concatenate(values).astype(current.dtype, copy=False))
 
 
-def apply_prediction_diff(layer, indices: tuple[np.ndarray, ...], values: np.ndarray) -> int:
-    """Write a :func:`prediction_diff` into ``layer`` as ONE undo step, re-checking the
-    protections as they are now (the user may have painted while the model ran)."""
+def _filter_protected(layer, indices, values):
     corrected, locked = protections(layer)
     if indices[0].size and corrected and layer.data.ndim == 3:
         keep = ~np.isin(indices[0], np.fromiter(corrected, np.intp))
         indices, values = tuple(i[keep] for i in indices), values[keep]
     elif indices[0].size and 0 in corrected and layer.data.ndim == 2:
-        return 0
+        return tuple(i[:0] for i in indices), values[:0]
     if indices[0].size and locked:
         keep = ~np.isin(np.asarray(layer.data[indices]), locked) & ~np.isin(values, locked)
         indices, values = tuple(i[keep] for i in indices), values[keep]
-    if not indices[0].size:
+    return indices, values
+
+
+# a diff this large is written over several event-loop turns (still one undo step)
+CHUNK_VOXELS = 1_000_000
+
+
+def apply_prediction_diff(layer, indices: tuple[np.ndarray, ...], values: np.ndarray,
+                          on_done=None) -> int:
+    """Write a :func:`prediction_diff` into ``layer`` as ONE undo step, re-checking the
+    protections as they are now (the user may have painted while the model ran).
+
+    Up to :data:`CHUNK_VOXELS` changed voxels are written at once. A larger diff is
+    written slice by slice over several event-loop turns (the GUI stays responsive; the
+    layer stays in pan/zoom mode meanwhile) and ``on_done(n)`` is called at the end. Returns the
+    number of voxels written (or to be written).
+    """
+    n = int(indices[0].size)
+    if n > CHUNK_VOXELS and layer.data.ndim == 3 and _have_qt_app():
+        _ChunkedWrite(layer, indices, values, on_done).start()  # filters chunk by chunk
+        return n
+    indices, values = _filter_protected(layer, indices, values)
+    n = int(indices[0].size)
+    if not n:
+        if on_done is not None:
+            on_done(0)
         return 0
     MODEL_WRITES.add(id(layer))
     try:
@@ -257,7 +282,85 @@ def apply_prediction_diff(layer, indices: tuple[np.ndarray, ...], values: np.nda
             layer.data_setitem(indices, values)
     finally:
         MODEL_WRITES.discard(id(layer))
-    return int(indices[0].size)
+    if on_done is not None:
+        on_done(n)
+    return n
+
+
+def _have_qt_app() -> bool:
+    try:
+        from qtpy.QtWidgets import QApplication
+    except ImportError:
+        return False
+    return QApplication.instance() is not None
+
+
+class _ChunkedWrite:
+    """One undoable write spread over event-loop turns of ~40 ms each."""
+
+    BUDGET_S = 0.04
+    ACTIVE: set = set()  # keeps running writes alive
+
+    def __init__(self, layer, indices, values, on_done):
+        self.layer, self.indices, self.values, self.on_done = layer, indices, values, on_done
+        z = indices[0]
+        cuts = np.flatnonzero(np.diff(z)) + 1  # the diff is ordered by slice
+        self.bounds = list(zip(np.r_[0, cuts], np.r_[cuts, z.size], strict=True))
+        self.pos = 0
+        self.written = 0
+
+    def start(self):
+        from qtpy.QtCore import QTimer
+
+        # no brush stroke may interleave with this write: the layer stays in pan/zoom mode
+        # meanwhile (``editable = False`` would wipe napari's undo history)
+        self.mode = str(self.layer.mode)
+        self.layer.mode = "pan_zoom"
+        self.layer.events.mode.connect(self._keep_pan_zoom)
+        self._history = self.layer.block_history()
+        self._history.__enter__()
+        MODEL_WRITES.add(id(self.layer))
+        _ChunkedWrite.ACTIVE.add(self)
+        QTimer.singleShot(0, self.step)
+
+    def _keep_pan_zoom(self, event=None):
+        if str(self.layer.mode) != "pan_zoom":
+            self.layer.mode = "pan_zoom"
+
+    def step(self):
+        import time
+
+        from qtpy.QtCore import QTimer
+
+        t0 = time.perf_counter()
+        try:
+            while self.pos < len(self.bounds) and time.perf_counter() - t0 < self.BUDGET_S:
+                a, b = self.bounds[self.pos]
+                self.pos += 1
+                idx, vals = _filter_protected(self.layer, tuple(i[a:b] for i in self.indices),
+                                              self.values[a:b])
+                if idx[0].size:
+                    self.layer.data_setitem(idx, vals, refresh=False)
+                    self.written += int(idx[0].size)
+        except Exception:
+            self.finish()
+            raise
+        if self.pos < len(self.bounds):
+            QTimer.singleShot(0, self.step)
+        else:
+            self.finish()
+
+    def finish(self):
+        try:
+            self._history.__exit__(None, None, None)  # commits ONE undo item
+        finally:
+            MODEL_WRITES.discard(id(self.layer))
+            self.layer.events.mode.disconnect(self._keep_pan_zoom)
+            self.layer.mode = self.mode
+            _ChunkedWrite.ACTIVE.discard(self)
+        self.layer.refresh()
+        if self.on_done is not None:
+            self.on_done(self.written)
 
 
 # ids of Labels layers that a model is writing into right now: their ``paint`` events are

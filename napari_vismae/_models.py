@@ -51,7 +51,9 @@ def load_engine_in_background() -> bool:
     """Import the engine off the GUI thread (once); emit ``models_changed`` when done.
 
     Returns True if it is already loaded. Without a running Qt application (scripts,
-    tests without a viewer) the import simply happens here.
+    tests without a viewer) the import simply happens here. The import runs in a plain
+    daemon thread and a GUI-thread timer picks up its end, so quitting napari while it
+    runs cannot hit a deleted Qt object.
     """
     global _loading
     if engine_loaded():
@@ -66,25 +68,37 @@ def load_engine_in_background() -> bool:
         return True
     with _lock:
         if _loading is None:
-            from napari.qt.threading import create_worker
+            from qtpy.QtCore import QTimer
 
-            worker = create_worker(_import_engine)
+            state: dict = {}
 
-            def done(*_):
+            def target():
+                try:
+                    _import_engine()
+                except BaseException as e:  # noqa: BLE001 - reported on the GUI thread
+                    state["error"] = e
+                state["done"] = True
+
+            thread = threading.Thread(target=target, name="vismae-engine-import", daemon=True)
+            timer = QTimer(app)
+            timer.setInterval(30)
+
+            def check():
                 global _loading
+                if not state.get("done"):
+                    return
+                timer.stop()
                 _loading = None
-                events.models_changed.emit()
+                if "error" in state:
+                    from napari.utils.notifications import show_error
+                    show_error(f"VIS-MAE: the model engine could not be loaded: {state['error']}")
+                else:
+                    events.models_changed.emit()
 
-            def failed(exc):
-                global _loading
-                _loading = None
-                from napari.utils.notifications import show_error
-                show_error(f"VIS-MAE: the model engine could not be loaded: {exc}")
-
-            worker.returned.connect(done)
-            worker.errored.connect(failed)
-            _loading = worker
-            worker.start()
+            timer.timeout.connect(check)
+            _loading = (thread, timer)
+            thread.start()
+            timer.start()
     return False
 
 

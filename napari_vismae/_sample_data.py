@@ -82,32 +82,56 @@ def _responsively(fn, *args):
     return out["value"]
 
 
-def synthetic_ct_files(root: Path | None = None) -> tuple[Path, np.ndarray]:
-    """The synthetic CT series, rendered and written once; -> (series folder, labels (z, y, x))."""
+def _files(root: Path | None = None) -> tuple[Path, np.ndarray]:
     folder = (root or _cache_dir()) / f"synthetic-ct-{SYNTHETIC_SEED}"
     labels = _cached_labels(folder)
     if labels is None:
-        labels = _responsively(_render, folder)
+        labels = _render(folder)
     return folder, labels
 
 
-def synthetic_ct():
-    """The synthetic abdominal CT series (read as DICOM) and its ground-truth labels."""
-    from training.data.synthetic import CLASSES
+def synthetic_ct_files(root: Path | None = None) -> tuple[Path, np.ndarray]:
+    """The synthetic CT series, rendered and written once; -> (series folder, labels (z, y, x))."""
+    return _responsively(_files, root)
 
-    folder, labels = synthetic_ct_files()
-    layers = read_layers(str(folder))
-    data, kwargs, kind = layers[0]
-    colors = {c["index"]: c["color"] for c in CLASSES}
-    colors[0] = colors[None] = "transparent"
+
+def _warm_layer_types(units) -> None:
+    """Build throw-away layers like the sample's, so that what napari imports and sets up
+    the first time (pydicom, pandas for features, the unit registry) happens here, off the
+    GUI thread; adding the real layers is then quick."""
+    from napari.layers import Image, Labels
+
+    Image(np.zeros((2, 2, 2), np.float32), units=units)
+    Labels(np.zeros((2, 2, 2), np.uint8), units=units, features={"index": [0], "name": ["x"]})
+
+
+def _load_synthetic():
     from napari.utils.colormaps import DirectLabelColormap
 
+    from training.data.synthetic import CLASSES
+
+    folder, labels = _files()
+    layers = read_layers(str(folder))
+    if not layers or layers[0][0] is None:
+        return layers
+    data, kwargs, kind = layers[0]
+    try:
+        _warm_layer_types(kwargs.get("units"))
+    except Exception:  # noqa: BLE001 - only a warm-up
+        pass
+    colors = {c["index"]: c["color"] for c in CLASSES}
+    colors[0] = colors[None] = "transparent"
     truth = {"name": "ground truth", "scale": kwargs["scale"], "translate": kwargs["translate"],
              "units": kwargs.get("units"), "axis_labels": kwargs.get("axis_labels"),
              "metadata": {**kwargs["metadata"], "class_names": [c["name"] for c in CLASSES]},
              "features": {"index": [c["index"] for c in CLASSES], "name": [c["name"] for c in CLASSES]},
              "colormap": DirectLabelColormap(color_dict=colors), "opacity": 0.4}
     return [(data, kwargs, kind), (labels, truth, "labels")]
+
+
+def synthetic_ct():
+    """The synthetic abdominal CT series (read as DICOM) and its ground-truth labels."""
+    return _responsively(_load_synthetic)
 
 
 def _pydicom_file(name: str):

@@ -232,27 +232,33 @@ class SegmentWidget(Container):
 
     # -- worker callbacks (main thread) -------------------------------------------------------
     def _on_progress(self, p) -> None:
+        if self._run.enabled:  # a late progress signal after the result
+            return
         self._progress.value = min(-(-p.done // self._batch.value), self._progress.max)
 
     def _on_result(self, out, layer, entry, lineage, target) -> None:
         result, diff, entropy = out
-        self._set_running(False)
         card = entry.card
         if target is not None and target not in self.viewer.layers:
             target, diff = None, None  # the user deleted it meanwhile: start a new one
         if target is None:
             target = find_prediction_layer(self.viewer, layer, lineage)
             if target is not None:  # another run created it meanwhile
-                from ._layers import write_labels_undoably
-                changed = write_labels_undoably(target, result.labels, result.slices
-                                                if result.labels.ndim == 3 else None)
-                what = f"{changed} voxels changed in"
-            else:
-                target = new_prediction_layer(self.viewer, layer, card, lineage, result.labels)
-                what = "new layer"
+                from ._layers import protections as prot
+                corrected, locked = prot(target)
+                diff = prediction_diff(target.data, result.labels, result.slices
+                                       if result.labels.ndim == 3 else None, corrected, locked)
+        if target is None:
+            target = new_prediction_layer(self.viewer, layer, card, lineage, result.labels)
+            self._finish(result, entropy, layer, target, card, None)
         else:
-            changed = apply_prediction_diff(target, *diff)
-            what = f"{changed} voxels changed in"
+            self._status.value = f"writing the prediction into '{target.name}'..."
+            apply_prediction_diff(target, *diff, on_done=lambda n: self._finish(
+                result, entropy, layer, target, card, n))
+
+    def _finish(self, result, entropy, layer, target, card, changed) -> None:
+        """The prediction is in ``target`` (``changed`` voxels; None: a new layer)."""
+        self._set_running(False)
         set_prediction_model(target, card)
         if entropy is not None:
             self._add_uncertainty(layer, entropy, card)
@@ -264,7 +270,8 @@ class SegmentWidget(Container):
         if corrected or locked:
             protected = (f"; kept {len(corrected)} corrected slice(s)"
                          + (f" and locked class(es) {', '.join(map(str, locked))}" if locked else ""))
-        undo = "delete the layer to undo" if what == "new layer" else "Ctrl+Z undoes"
+        what = ("new layer" if changed is None else f"{changed} voxels changed in")
+        undo = "delete the layer to undo" if changed is None else "Ctrl+Z undoes"
         self._status.value = (f"{len(result.slices)} slice(s) in {dt:.1f} s with {card.name}; "
                               f"{what} '{target.name}' ({undo}){protected}")
         self._sync_locked()

@@ -86,7 +86,8 @@ class WindowLevelWidget(Container):
         ]
 
     def _preset_choices(self, _widget=None) -> list[str]:
-        layer = getattr(self, "_layer_box", None) and self._layer_box.value
+        box = getattr(self, "_layer_box", None)
+        layer = box.value if box is not None else None
         return [*self._presets_of(layer), CUSTOM] if layer is not None else [CUSTOM]
 
     def _presets_of(self, layer) -> dict[str, tuple[float, float]]:
