@@ -303,9 +303,10 @@ class _ChunkedWrite:
 
     def __init__(self, layer, indices, values, on_done):
         self.layer, self.indices, self.values, self.on_done = layer, indices, values, on_done
-        z = indices[0]
-        cuts = np.flatnonzero(np.diff(z)) + 1  # the diff is ordered by slice
-        self.bounds = list(zip(np.r_[0, cuts], np.r_[cuts, z.size], strict=True))
+        z = indices[0]  # ordered by slice: one chunk per slice, found by bisection
+        edges = np.searchsorted(z, np.arange(int(z[0]), int(z[-1]) + 2))
+        self.bounds = [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True)
+                       if b > a]
         self.pos = 0
         self.written = 0
 
