@@ -243,10 +243,10 @@ def _pretrain(cfg: PretrainConfig, info: D.DistInfo) -> Path | None:
     np.random.seed(cfg.seed + info.rank)
 
     model_cfg = cfg.model_config()
-    prep = Preprocessing(input_size=cfg.input_size)
     unit = model_cfg.mask_unit // model_cfg.patch_size
     units_hw = (cfg.input_size // model_cfg.mask_unit,) * 2
     dataset = open_dataset(cfg.data, cfg.input_size, units_hw[0] * units_hw[1], cfg.seed)
+    prep: Preprocessing = dataset.prep  # what prepare / the image folder applied: into the card
     from training.pretrain.data import EpochSampler
 
     sampler = EpochSampler(len(dataset), info.rank, info.world_size, cfg.seed)
