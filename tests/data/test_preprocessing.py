@@ -116,3 +116,18 @@ def test_pretraining_image_folder_matches_inference(tmp_path):
     unit = torch.from_numpy(ds.load(0))[None, None]
     x = inference_input(img, ds.prep, None, None)
     assert torch.allclose((unit - ds.prep.mean) / ds.prep.std, x, atol=1e-5)
+
+
+def test_finetuning_datasets_follow_the_volume_scope():
+    from training.data.datasets import ArrayDataset
+
+    rng = np.random.default_rng(0)
+    vol = rng.normal(100, 30, (3, 32, 32)).astype(np.float32)
+    vol[2] += 500
+    masks = np.zeros(vol.shape, np.int64)
+    prep = Preprocessing(input_size=32, percentile_scope="volume")
+    ds = ArrayDataset([vol], [masks], prep=prep, modality="MR")
+    x = inference_input(vol, prep, "MR", None)
+    got = torch.stack([ds[i][0] for i in range(3)])
+    assert torch.allclose((got - prep.mean) / prep.std, x, atol=1e-5)
+    assert got[0].max() < 0.3  # scaled within its volume, not on its own

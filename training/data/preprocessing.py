@@ -130,6 +130,24 @@ def volume_limits(volume: np.ndarray, prep: Preprocessing, modality: str | None 
     return percentile_limits(grey(volume), prep.percentiles) or (0.0, 0.0)
 
 
+_LIMITS_CACHE: dict = {}
+
+
+def cached_volume_limits(volume: np.ndarray, prep: Preprocessing, modality: str | None = None
+                         ) -> tuple[float, float] | None:
+    """:func:`volume_limits`, remembered for the last few volumes (a training set asks once per
+    slice and epoch). The cache holds the volume itself, so its ``id`` cannot be reused."""
+    if prep.percentile_scope != "volume":
+        return None
+    key = (id(volume), prep.percentiles, effective_modality(modality, prep))
+    hit = _LIMITS_CACHE.get(key)
+    if hit is None or hit[0] is not volume:
+        if len(_LIMITS_CACHE) >= 16:
+            _LIMITS_CACHE.pop(next(iter(_LIMITS_CACHE)))
+        hit = _LIMITS_CACHE[key] = (volume, volume_limits(volume, prep, modality))
+    return hit[1]
+
+
 def scale_to_unit(image: np.ndarray, prep: Preprocessing, modality: str | None = None,
                   window: tuple[float, float] | None = None,
                   limits: tuple[float, float] | None = None) -> np.ndarray:

@@ -47,6 +47,8 @@ from training.runtime import distributed as D
 from training.runtime.atomic import atomic_path, atomic_write_text
 from training.runtime.device import autocast_dtype, default_device_name, flush_denormals
 from training.runtime.optim import WarmupCosine, build_optimizer
+from training.runtime.progress import Progress
+from training.runtime.threads import configure_threads
 from training.weights.checkpoint import save_checkpoint
 
 log = logging.getLogger("training.pretrain")
@@ -75,6 +77,7 @@ class PretrainConfig:
     drop_path: float = 0.1
     precision: str = "auto"  # auto | fp32 | bf16 | fp16
     device: str = "auto"
+    threads: int = 0  # CPU threads per process; 0 = $OMP_NUM_THREADS, else the usable CPUs
     seed: int = 0
     num_workers: int = min(8, os.cpu_count() or 1)
     compile: bool = False
@@ -111,6 +114,10 @@ HELP = {
     "precision": "auto = bf16 autocast on GPUs that support it, else fp32; fp16 uses a grad scaler",
     "device": "auto, cuda, mps or cpu (under torchrun each process takes its LOCAL_RANK GPU)",
     "num_workers": "data-loading processes per training process",
+    "threads": "CPU threads per training process (0 = $OMP_NUM_THREADS, else the CPUs this "
+               "process may use); OpenMP waits passively unless $OMP_WAIT_POLICY is set",
+    "seed": "seed of initialisation, data order, masks and augmentation",
+    "epochs": "passes over the data",
     "compile": "torch.compile the model",
     "resume": "'auto' (newest state in OUTPUT/checkpoints), a step-*.pt file, or a run folder",
     "save_every": "save the training state every N steps (and at each epoch end)",
@@ -324,10 +331,8 @@ def _pretrain(cfg: PretrainConfig, info: D.DistInfo) -> Path | None:
     if cfg.max_steps:
         total_steps = min(total_steps, cfg.max_steps)
     progress = None
-    if info.is_main:
-        from tqdm.auto import tqdm
-        progress = tqdm(total=total_steps, initial=global_step, desc="pretrain", unit="step",
-                        dynamic_ncols=True, disable=None)
+    if info.is_main:  # a bar on a terminal, else a plain log line every 30 s (nohup, clusters)
+        progress = Progress(total_steps, "pretrain", unit="step", initial=global_step, logger=log)
 
     loss_sum = torch.zeros((), device=device)
     skipped = torch.zeros((), device=device)
@@ -383,7 +388,7 @@ def _pretrain(cfg: PretrainConfig, info: D.DistInfo) -> Path | None:
                     record["gpu_mem_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
                 if info.is_main:
                     metrics.write(record)
-                    progress.set_postfix(loss=f"{value:.4f}", lr=f"{record['lr']:.2e}")
+                    progress.update(0, loss=value, lr=record["lr"], epoch=epoch)
                     if tb is not None:
                         for k in ("loss", "lr", "images_per_s"):
                             tb.add_scalar(k, record[k], global_step)
@@ -436,6 +441,7 @@ def _last_loss(path: Path):
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = parse_args(argv)
+    configure_threads(cfg.threads or None)
     try:
         pretrain(cfg)
     except (FileNotFoundError, ValueError) as e:
