@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parents[2]
 STAGES = {"runtime": 0, "models": 1, "io": 1, "data": 2, "weights": 3, "pretrain": 4,
           "finetune": 4, "interactive": 5}
 CLI_SHIMS = {"prepare", "evaluate", "label_efficiency"}  # ``python -m training.X`` entry points
-PLUGIN_DOORS = ("training.interactive", "training.weights", "training.io", "training.data")
+PLUGIN_DOORS = ("training.interactive", "training.weights", "training.io", "training.data",
+                "training.runtime.threads")  # the thread defaults, set before torch loads
 
 
 def module_name(path: Path) -> str:
