@@ -14,7 +14,8 @@ import pytest  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
+REFERENCE = Path(os.environ.get("NAPARI_VISMAE_REFERENCE") or
+                 Path(__file__).resolve().parents[1].parent / "shared" / "reference")
 
 
 def in_ci() -> bool:
@@ -23,8 +24,9 @@ def in_ci() -> bool:
 
 @pytest.fixture(scope="session")
 def reference_dir() -> Path:
-    """``../shared/reference`` beside the repository: the official VIS-MAE artifacts. In CI
-    (``CI=true``) a missing folder is a failure; elsewhere the test is skipped, saying why."""
+    """``../shared/reference`` beside the repository (or ``$NAPARI_VISMAE_REFERENCE``): the
+    official VIS-MAE artifacts. In CI (``CI=true``) a missing folder is a failure; elsewhere
+    the test is skipped, saying why."""
     if not REFERENCE.is_dir():
         msg = (f"needs the official VIS-MAE reference artifacts in {REFERENCE} "
                "(../shared/reference beside the repository)")
