@@ -1,4 +1,5 @@
-"""``python -m training.evaluate``: evaluate a checkpoint; k-fold cross-validation (the code lives in :mod:`training.finetune.evaluate`)."""
+"""``python -m training.evaluate``: evaluate a checkpoint; k-fold cross-validation (the code
+lives in :mod:`training.finetune.evaluate`)."""
 import sys
 
 from training.runtime.threads import configure_threads

@@ -1,4 +1,5 @@
-"""``python -m training.label_efficiency``: the label-efficiency study (the code lives in :mod:`training.finetune.label_efficiency`)."""
+"""``python -m training.label_efficiency``: the label-efficiency study (the code lives in
+:mod:`training.finetune.label_efficiency`)."""
 import sys
 
 from training.runtime.threads import configure_threads

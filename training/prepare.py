@@ -1,4 +1,5 @@
-"""``python -m training.prepare``: turn a tree of DICOM / NIfTI / 2-D images into pretraining shards (the code lives in :mod:`training.pretrain.prepare`)."""
+"""``python -m training.prepare``: turn a tree of DICOM / NIfTI / 2-D images into pretraining
+shards (the code lives in :mod:`training.pretrain.prepare`)."""
 import sys
 
 from training.runtime.threads import configure_threads

@@ -169,7 +169,8 @@ def _prep_with_overrides(args, base: Preprocessing | None) -> Preprocessing:
 
 
 def class_info(args, task: str, num_classes: int | None):
-    """-> (class names or None, colours or None) from the arguments (synthetic data: its classes)."""
+    """-> (class names or None, colours or None) from the arguments (synthetic data: its
+    classes)."""
     names, colors = getattr(args, "class_names", None), getattr(args, "class_colors", None)
     if getattr(args, "synthetic", None) and not names:
         from training.data.synthetic import CLASSES, CLS_CLASSES

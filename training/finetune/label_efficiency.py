@@ -345,7 +345,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     for init, pts in summarize(rows).items():
         print(init.ljust(7), "  ".join(f"{p[0]}%: {p[1]:.3f}" for p in pts))
-    print(f"total {time.perf_counter() - t0:.0f} s; wrote {Path(args.out) / 'label_efficiency.csv'}")
+    print(f"total {time.perf_counter() - t0:.0f} s; "
+          f"wrote {Path(args.out) / 'label_efficiency.csv'}")
     return 0
 
 

@@ -101,7 +101,8 @@ def finetune(model: nn.Module, train_data: SliceDataset, val_data: SliceDataset 
 
     write_log({"kind": "start", "config": cfg.to_dict(), "parent": parent, "resume_epoch":
                state.epoch, **data_info})
-    bar = Progress(cfg.epochs * (cfg.steps_per_epoch or math.ceil(len(train_data) / cfg.batch_size)),
+    steps_per_epoch = cfg.steps_per_epoch or math.ceil(len(train_data) / cfg.batch_size)
+    bar = Progress(cfg.epochs * steps_per_epoch,
                    f"fine-tune {cfg.task}", unit="step", initial=state.step, enabled=progress,
                    logger=log_)
     last_ev: dict = {}
@@ -152,11 +153,11 @@ def make_classes(names: Sequence[str] | None, num_classes: int, task: str,
     if names:
         if len(names) != num_classes:
             raise ValueError(f"{len(names)} class names for {num_classes} classes")
-        for c, n in zip(out, names):
+        for c, n in zip(out, names, strict=False):
             c["name"] = n
     if colors:
         if len(colors) != num_classes:
             raise ValueError(f"{len(colors)} colours for {num_classes} classes")
-        for c, col in zip(out, colors):
+        for c, col in zip(out, colors, strict=False):
             c["color"] = col
     return out

@@ -9,8 +9,9 @@ a DICOM series and read back through the same reader and preprocessing as the pl
 segmentation model writes ``labels.nii.gz`` (aligned with the series), ``overlay.png`` (the
 slice with the most foreground: true labels left, prediction right) and ``metrics.json``
 (Dice per class against the true labels); a classifier writes ``probabilities.csv`` (per
-slice) and ``metrics.json`` (the study-level decision, and whether the phantom has a lesion). The built-in models are demonstration models
-trained on synthetic phantoms, not clinical tools.
+slice) and ``metrics.json`` (the study-level decision, and whether the phantom has a lesion).
+The built-in models are demonstration models trained on synthetic phantoms, not clinical
+tools.
 """
 from __future__ import annotations
 
@@ -81,16 +82,16 @@ def overlay(image_unit: np.ndarray, labels: np.ndarray, colors: dict[int, str]) 
 
 def run(model_path: Path, out: Path, device: str = "cpu", shape=SAMPLE_SHAPE) -> dict:
     """Run the model on the sample study; write the outputs into ``out``; -> the metrics."""
-    from training.data.preprocessing import scale_to_unit
+    import torch
+
     from training.data import synthetic
+    from training.data.preprocessing import scale_to_unit
     from training.finetune.metrics import SegmentationMeter
     from training.interactive.inference import classify_steps, segment_steps
     from training.interactive.inference import run as drain
     from training.io.writers import write_labels_nifti
     from training.runtime.atomic import atomic_write_text
     from training.weights.checkpoint import load_checkpoint
-
-    import torch
 
     out.mkdir(parents=True, exist_ok=True)
     model, card = load_checkpoint(model_path)
@@ -123,7 +124,7 @@ def run(model_path: Path, out: Path, device: str = "cpu", shape=SAMPLE_SHAPE) ->
                                    window=volume.window, device=device))
         metrics["seconds"] = round(time.perf_counter() - t0, 2)
         study = res.aggregate()
-        metrics["study_probabilities"] = dict(zip(card.class_names, map(float, study)))
+        metrics["study_probabilities"] = dict(zip(card.class_names, map(float, study), strict=True))
         metrics["study_decision"] = card.class_names[int(study.argmax())]
         metrics["phantom_has_lesion"] = synthetic.PhantomCase(SAMPLE_SEED).has_lesion
         rows = ["slice," + ",".join(card.class_names)] + [

@@ -39,7 +39,8 @@ class EpochSampler(Sampler):
                  shuffle: bool = True):
         if n < world_size:
             raise ValueError(f"{n} samples cannot be split across {world_size} processes")
-        self.n, self.rank, self.world_size, self.seed, self.shuffle = n, rank, world_size, seed, shuffle
+        self.n, self.rank, self.world_size = n, rank, world_size
+        self.seed, self.shuffle = seed, shuffle
         self.epoch, self.start = 0, 0
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
@@ -51,7 +52,8 @@ class EpochSampler(Sampler):
 
     def __iter__(self):
         if self.shuffle:
-            order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+            g = torch.Generator().manual_seed(self.seed + self.epoch)
+            order = torch.randperm(self.n, generator=g)
         else:
             order = torch.arange(self.n)
         order = order[: (self.n // self.world_size) * self.world_size]  # drop the ragged tail
@@ -63,7 +65,8 @@ class _PretrainDataset(Dataset):
     """Common part: flip + masking noise per sample; subclasses implement ``load(i)``."""
 
     def __init__(self, image_size: int, num_mask_units: int, seed: int, flip: bool):
-        self.image_size, self.num_mask_units, self.seed, self.flip = image_size, num_mask_units, seed, flip
+        self.image_size, self.num_mask_units = image_size, num_mask_units
+        self.seed, self.flip = seed, flip
 
     def load(self, index: int) -> np.ndarray:  # (S, S) float32 in [0, 1]
         raise NotImplementedError
@@ -99,7 +102,8 @@ class ShardDataset(_PretrainDataset):
     """Memory-mapped uint8 shards ``(N, S, S)`` listed in ``manifest.json``; ``prep`` is the
     :class:`Preprocessing` ``prepare`` applied (recorded in the manifest)."""
 
-    def __init__(self, root: str | Path, num_mask_units: int = 196, seed: int = 0, flip: bool = True):
+    def __init__(self, root: str | Path, num_mask_units: int = 196, seed: int = 0,
+                 flip: bool = True):
         self.root = Path(root)
         manifest = read_manifest(self.root)
         if "preprocessing" in manifest:
@@ -190,6 +194,7 @@ def open_dataset(data: str | Path, image_size: int, num_mask_units: int, seed: i
     if (data / MANIFEST).is_file():
         ds = ShardDataset(data, num_mask_units, seed)
         if ds.image_size != image_size:
-            raise ValueError(f"{data}: shards are {ds.image_size}px but the model takes {image_size}px")
+            raise ValueError(f"{data}: shards are {ds.image_size}px but the model takes "
+                             f"{image_size}px")
         return ds
     return ImageFolderDataset(data, image_size, num_mask_units, seed)

@@ -9,8 +9,9 @@ inference does (``training.data.preprocessing``): CT through one HU window
 through percentiles per slice or per volume; resized to ``--size`` and stored as
 uint8 in ``OUT/shard-NNNNN.npy`` (memory-mappable). ``OUT/manifest.json`` lists the
 shards, the files in each, counts per modality, the skipped files with the reason
-and the preprocessing, which pretraining copies into its model card. Interrupted? Run the same command again: finished shards are kept and
-their files are not read twice.
+and the preprocessing, which pretraining copies into its model card.
+Interrupted? Run the same command again: finished shards are kept and their files
+are not read twice.
 """
 from __future__ import annotations
 
@@ -287,7 +288,8 @@ def main(argv=None) -> int:
         log.error("%s", e)
         return 2
     print(f"{m['total_images']} slices in {len(m['shards'])} shards; per modality: "
-          f"{m['counts_per_modality']}; skipped {len(m['skipped'])} files (see {args.out / MANIFEST})")
+          f"{m['counts_per_modality']}; skipped {len(m['skipped'])} files "
+          f"(see {args.out / MANIFEST})")
     return 0
 
 
