@@ -127,7 +127,9 @@ class SegmentTableWidget(QWidget):
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        header.setSectionResizeMode(COL_NAME, QHeaderView.ResizeMode.Stretch)
+        header.setStretchLastSection(True)
+        self.table.setColumnWidth(COL_SWATCH, 18)
+        header.setSectionResizeMode(COL_SWATCH, QHeaderView.ResizeMode.Fixed)
         self.status = QLabel("")
         self.status.setWordWrap(True)
         self.export_button = QPushButton("Export CSV…")
@@ -176,8 +178,8 @@ class SegmentTableWidget(QWidget):
         current, image = self._layer_box.currentText(), self._image_box.currentText()
         names = [ly.name for ly in _labels_layers(self.viewer)]
         active = self.viewer.layers.selection.active
-        for box, items in ((self._layer_box, names),
-                           (self._image_box, ["", *(ly.name for ly in _image_layers(self.viewer))])):
+        images = ["", *(ly.name for ly in _image_layers(self.viewer))]
+        for box, items in ((self._layer_box, names), (self._image_box, images)):
             box.blockSignals(True)
             box.clear()
             box.addItems(items)
@@ -258,8 +260,9 @@ class SegmentTableWidget(QWidget):
         gen = self._generation
         image = self.image
         img = None
-        if image is not None and not image.rgb and tuple(image.data.shape) == tuple(layer.data.shape):
-            img = np.asarray(image.data[0] if image.multiscale else image.data)
+        if (image is not None and not image.rgb and not image.multiscale
+                and tuple(image.data.shape) == tuple(layer.data.shape)):
+            img = np.asarray(image.data)
         elif image is not None:
             self.status.setText(f"{image.name!r} is not on the grid of {layer.name!r}: "
                                 "no intensity statistics")
@@ -334,11 +337,12 @@ class SegmentTableWidget(QWidget):
                 box.setChecked(checked)
                 box.toggled.connect(lambda on, c=row.index, f=slot: f(c, on))
                 t.setCellWidget(r, col, box)
-            vals = [f"{row.voxels:,}", f"{row.volume_ml:.2f}"] + [
+            vals = [f"{row.voxels:,}", f"{row.volume_ml:.1f}"] + [
                 "" if math.isnan(v) else f"{v:.1f}" for v in (row.mean, row.std, row.min, row.max)]
             for k, v in enumerate(vals):
                 item = QTableWidgetItem(v)
-                item.setTextAlignment(int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter))
+                item.setTextAlignment(int(Qt.AlignmentFlag.AlignRight
+                                          | Qt.AlignmentFlag.AlignVCenter))
                 t.setItem(r, COL_VOXELS + k, item)
 
     def checkbox(self, index: int, column: int) -> QCheckBox:
@@ -357,6 +361,12 @@ class SegmentTableWidget(QWidget):
         classes = {row.index for row in self.rows} | {int(index)}
         colors = {c: self.class_color(layer, c) for c in classes}  # originals, before the change
         (hidden.discard if visible else hidden.add)(int(index))
+        if int(index) in [row.index for row in self.rows]:
+            box = self.checkbox(int(index), COL_SHOW)
+            if box.isChecked() != visible:
+                box.blockSignals(True)
+                box.setChecked(visible)
+                box.blockSignals(False)
         old = layer.colormap
         color_dict = dict(old.color_dict) if isinstance(old, DirectLabelColormap) else {}
         color_dict.setdefault(None, np.array([0.5, 0.5, 0.5, 1.0], np.float32))
@@ -409,7 +419,8 @@ class SegmentTableWidget(QWidget):
             ys, xs = np.nonzero(np.asarray(layer.data) == stats.index)
             centre = layer.data_to_world([float(ys.mean()), float(xs.mean())])
         if self.viewer.dims.ndisplay == 2:
-            self.viewer.camera.center = tuple(float(v) for v in centre)
+            camera = getattr(getattr(self.viewer, "scene", None), "camera", None)
+            (camera or self.viewer.camera).center = tuple(float(v) for v in centre)
 
     def export_csv(self, path) -> None:
         """Write the table (as shown) to ``path`` atomically."""

@@ -40,8 +40,9 @@ def segment_statistics_steps(labels: np.ndarray, classes: Sequence[int] | None =
     """Yield a :class:`ClassStats` per class (background 0 excluded).
 
     ``classes``: indices always reported (a listed class that is absent gets a row with 0
-    voxels); every other non-zero value present in ``labels`` gets a row too. ``spacing``: voxel size in mm per axis of
-    ``labels`` (default 1). ``image``: intensities on the same grid (e.g. HU), or None.
+    voxels); every other non-zero value present in ``labels`` gets a row too. ``spacing``:
+    voxel size in mm per axis of ``labels`` (default 1). ``image``: intensities on the same
+    grid (e.g. HU), or None.
     """
     lab = np.asarray(labels)
     if image is not None:
