@@ -116,6 +116,7 @@ def write_table_csv(path: str | os.PathLike, rows: Iterable[ClassStats], units: 
 #: Format: ITK-SNAP's label description file (Segmentation > Import Label Descriptions in
 #: ITK-SNAP; also read by MITK, and by 3D Slicer's and nnU-Net's conversion scripts).
 SIDECAR_SUFFIX = ".label.txt"
+MAX_TABLE_BYTES = 4 << 20  # a label table is a few kB; a larger file is not one
 
 _ITKSNAP_HEADER = """\
 ################################################
@@ -216,6 +217,8 @@ def attach_label_table(vol, nifti_path: str | os.PathLike):
     if not os.path.isfile(side):
         return vol
     try:
+        if os.path.getsize(side) > MAX_TABLE_BYTES:
+            raise ValueError(f"{side} is larger than {MAX_TABLE_BYTES} bytes")
         names, colors = read_itksnap_labels(side)
     except (OSError, ValueError) as e:
         vol.metadata.setdefault("warnings", []).append(f"label table ignored: {e}")
