@@ -11,6 +11,7 @@ from pathlib import Path
 from training.io.dicom import read_dicom
 from training.io.errors import ImageReadError
 from training.io.images import is_image_path, read_2d_image
+from training.io.label_table import attach_label_table
 from training.io.limits import link_outside, not_regular_reason
 from training.io.nifti import is_nifti_path, read_nifti
 from training.io.volume import Volume
@@ -154,7 +155,7 @@ def read_image(path_or_paths: str | os.PathLike | Iterable[str | os.PathLike]) -
         low = f.lower()
         if is_nifti_path(f):
             try:
-                result.append(_guarded(read_nifti, f))
+                result.append(attach_label_table(_guarded(read_nifti, f), f))
                 report.loaded.append(f)
             except ImageReadError as e:
                 report.errors.append(e)
