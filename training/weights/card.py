@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from training.data.preprocessing import Preprocessing
 from training.models.config import SwinConfig
+from training.weights.card_schema import validate_card_dict
 
 CARD_FORMAT = "napari-vismae/1"
 
@@ -72,12 +73,7 @@ class ModelCard:
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "model card") -> ModelCard:
-        fmt = d.get("format", "")
-        if not str(fmt).startswith("napari-vismae/"):
-            raise ValueError(f"{source}: not a napari-vismae model card (format {fmt!r})")
-        missing = [k for k in ("name", "task", "architecture") if k not in d]
-        if missing:
-            raise ValueError(f"{source}: model card lacks {missing}")
+        validate_card_dict(d, source)  # types, ranges and sizes, before anything is built
         keys = {"name", "task", "architecture", "num_classes", "classes", "preprocessing",
                 "provenance", "description", "weights_sha256", "format"}
         return cls(**{k: v for k, v in d.items() if k in keys})
