@@ -56,6 +56,7 @@ class PretrainConfig:
     num_workers: int = min(8, os.cpu_count() or 1)
     compile: bool = False
     resume: str = ""  # "", "auto", a step-*.pt file or a run folder
+    overwrite: bool = False  # start over in a folder that holds an earlier run
     save_every: int = 1000  # steps; also at every epoch end
     keep_last: int = 3
     log_every: int = 20
@@ -90,6 +91,8 @@ HELP = {
     "num_workers": "data-loading processes per training process",
     "compile": "torch.compile the model",
     "resume": "'auto' (newest state in OUTPUT/checkpoints), a step-*.pt file, or a run folder",
+    "overwrite": "start over in an --output folder that holds an earlier run (deletes its "
+                 "states, log, samples and model); without it such a folder is refused",
     "save_every": "save the training state every N steps (and at each epoch end)",
     "keep_last": "training states to keep",
     "log_every": "log loss / lr / throughput every N steps",

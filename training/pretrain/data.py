@@ -100,6 +100,7 @@ class ShardDataset(_PretrainDataset):
         self.root = Path(root)
         manifest = read_manifest(self.root)
         self.shards = [s for s in manifest["shards"] if s["count"] > 0]
+        check_shards(self.root, self.shards)
         self.offsets = np.cumsum([0] + [s["count"] for s in self.shards]).tolist()
         super().__init__(manifest["image_size"], num_mask_units, seed, flip)
         self._arrays: dict[int, np.ndarray] = {}
@@ -176,6 +177,25 @@ def read_manifest(root: Path) -> dict:
     if manifest.get("format") != SHARD_FORMAT:
         raise ValueError(f"{path}: unknown shard format {manifest.get('format')!r}")
     return manifest
+
+
+def check_shards(root: Path, shards: list[dict]) -> None:
+    """Every shard the manifest lists must be a file inside ``root``: a shard elsewhere
+    (``../``, an absolute path, a link out) or a missing one is refused, naming it."""
+    base = Path(root).resolve()
+    outside, missing = [], []
+    for s in shards:
+        p = (base / str(s.get("file", ""))).resolve()
+        if not p.is_relative_to(base) or p == base:
+            outside.append(str(s.get("file")))
+        elif not p.is_file():
+            missing.append(str(s.get("file")))
+    if outside:
+        raise ValueError(f"{base / MANIFEST}: shard paths must stay inside {base}: {outside[:5]}")
+    if missing:
+        raise ValueError(f"{base / MANIFEST}: {len(missing)} of {len(shards)} shards are missing "
+                         f"({', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}); "
+                         "rerun python -m training.prepare")
 
 
 def open_dataset(data: str | Path, image_size: int, num_mask_units: int, seed: int):
