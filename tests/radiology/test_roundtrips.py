@@ -228,3 +228,26 @@ def test_seg_colours_are_stored_as_cielab(tmp_path):
     lab = seg.SegmentSequence[0].RecommendedDisplayCIELabValue
     rgb = hd.color.CIELabColor.from_dicom_value(lab).to_rgb()
     np.testing.assert_allclose(np.asarray(rgb) / 255, COLORS[1], atol=2 / 255)
+
+
+def test_big_endian_seg_reads_like_its_little_endian_twin():
+    a, b = (_quiet_read(get_testdata_file(n))[0] for n in ("liver.dcm", "liver_expb.dcm"))
+    np.testing.assert_array_equal(a.array, b.array)
+    assert b.metadata["label_names"] == {1: "Liver"}
+    assert b.metadata["label_colors"] == a.metadata["label_colors"]
+
+
+def test_big_endian_seg_with_ow_pixel_words(tmp_path):
+    from pydicom.uid import ExplicitVRBigEndian
+
+    vol = _quiet_read(get_testdata_file("CT_small.dcm"))[0]
+    out = _seg_roundtrip(tmp_path, vol)
+    ds = pydicom.dcmread(out)
+    data = ds.PixelData + (b"\0" if len(ds.PixelData) % 2 else b"")
+    ds.PixelData = np.frombuffer(data, "<u2").astype(">u2").tobytes()  # words as stored BE
+    ds["PixelData"].VR = "OW"
+    ds.file_meta.TransferSyntaxUID = ExplicitVRBigEndian
+    be = tmp_path / "be.dcm"
+    pydicom.dcmwrite(be, ds, little_endian=False, implicit_vr=False)
+    assert pydicom.dcmread(be).file_meta.TransferSyntaxUID == ExplicitVRBigEndian
+    np.testing.assert_array_equal(_quiet_read(be)[0].array, _labels_for(vol))

@@ -51,10 +51,25 @@ def segment_colors(ds) -> dict[int, tuple[float, float, float]]:
     return out
 
 
+def _as_little_endian(ds) -> None:
+    """Big-endian SEGs (highdicom parses little endian only): the elements are decoded
+    already, so only the pixel words need swapping (OB bytes are order-free)."""
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    meta = getattr(ds, "file_meta", None)
+    ts = meta.get("TransferSyntaxUID") if meta is not None else None
+    if ts is None or ts.is_little_endian or ts.is_compressed:
+        return
+    if "PixelData" in ds and ds["PixelData"].VR == "OW" and len(ds.PixelData) % 2 == 0:
+        ds.PixelData = np.frombuffer(ds.PixelData, ">u2").astype("<u2").tobytes()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+
+
 def _read_seg(ds, path: str) -> Volume:
     import highdicom as hd
 
     try:
+        _as_little_endian(ds)
         try:
             seg = hd.seg.Segmentation.from_dataset(ds, copy=False)
         except AttributeError:
