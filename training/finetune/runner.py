@@ -1,5 +1,6 @@
-"""Run :func:`~training.finetune.engine.finetune_steps` to the end: tqdm progress, a JSON-lines
-log, atomic ``last``/``best`` checkpoints and ``train_state.pt`` for ``--resume``."""
+"""Run :func:`~training.finetune.engine.finetune_steps` to the end: progress (a bar on a
+terminal, plain lines otherwise, one line per epoch), a JSON-lines log, atomic
+``last``/``best`` checkpoints and ``train_state.pt`` for ``--resume``."""
 from __future__ import annotations
 
 import json
@@ -13,9 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from training.data.datasets import (
-    SliceDataset,
-)
+from training.data.datasets import SliceDataset
 from training.finetune.engine import (
     LOG_NAME,
     STATE_NAME,
@@ -50,7 +49,7 @@ def finetune(model: nn.Module, train_data: SliceDataset, val_data: SliceDataset 
              transfer: dict | None = None, resume: bool = False, progress: bool = True,
              stop_event=None, description: str = "",
              preprocessing_origin: dict | None = None) -> dict:
-    """Run :func:`finetune_steps` with a tqdm bar, ``log.jsonl``, and atomic checkpoints
+    """Run :func:`finetune_steps` with progress, ``log.jsonl``, and atomic checkpoints
     ``out_dir/last`` (every epoch), ``out_dir/best`` and ``out_dir/train_state.pt``.
 
     With ``progress``, a tqdm bar on a terminal (plain log lines otherwise) and one line per
