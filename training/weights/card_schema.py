@@ -100,6 +100,12 @@ def validate_card_dict(d, source: str = "model card") -> None:
     for key in ("provenance", "preprocessing"):
         if key in d and not isinstance(d[key], dict):
             errors.append(f"{key} must be a JSON object")
+    dom = d.get("domain", {})
+    if not isinstance(dom, dict) or set(dom) - {"modalities", "body_regions"} or not all(
+            isinstance(v, list) and len(v) <= 32
+            and all(isinstance(x, str) and 0 < len(x) <= 64 for x in v) for v in dom.values()):
+        errors.append("domain must be {\"modalities\": [...], \"body_regions\": [...]} "
+                      "with short texts")
     arch = d["architecture"]
     if not isinstance(arch, dict):
         errors.append("architecture must be a JSON object")
