@@ -240,7 +240,8 @@ class VolumeFolderDataset(SliceDataset):
     def load(self, i: int) -> SliceSample:
         v, z = self.index[i]
         key, arr, mod, win, lab = self.volumes[v]
-        return SliceSample(arr[z], None if lab is None else lab[z], f"{key}[z={z}]", mod, win, key)
+        return SliceSample(arr[z], None if lab is None else lab[z], f"{key}[z={z}]", mod, win, key,
+                           arr)
 
     def group(self, i: int) -> str:
         return self.volumes[self.index[i][0]][0]

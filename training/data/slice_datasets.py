@@ -12,7 +12,12 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from training.data.preprocessing import Preprocessing, scale_to_unit, to_model_input
+from training.data.preprocessing import (
+    Preprocessing,
+    cached_volume_limits,
+    scale_to_unit,
+    to_model_input,
+)
 
 TASKS = ("segmentation", "classification")
 
@@ -31,6 +36,7 @@ class SliceSample:
     modality: str | None = None
     window: tuple[float, float] | None = None  # (center, width) from the file header
     group: str = ""  # the volume / patient the slice belongs to (keeps splits leak-free)
+    volume: np.ndarray | None = None  # the whole volume, for per-volume percentiles
 
 
 def _check_image(a: np.ndarray, name: str) -> np.ndarray:
@@ -80,7 +86,9 @@ def resize_mask(mask: torch.Tensor, size: int) -> torch.Tensor:
 
 def prepare_sample(sample: SliceSample, prep: Preprocessing) -> tuple[torch.Tensor, torch.Tensor]:
     """The single preprocessing path: raw slice -> ([0, 1] image (1, S, S), target)."""
-    unit = scale_to_unit(sample.image, prep, sample.modality, sample.window)
+    limits = None if sample.volume is None else cached_volume_limits(sample.volume, prep,
+                                                                      sample.modality)
+    unit = scale_to_unit(sample.image, prep, sample.modality, sample.window, limits)
     image = resize_unit(torch.from_numpy(unit)[None, None], prep)[0].clamp_(0.0, 1.0)
     if sample.target is None:
         target = torch.tensor(-1, dtype=torch.int64)
@@ -212,7 +220,7 @@ class ArrayDataset(SliceDataset):
         if tg is not None and len(tg) != len(imgs):
             raise DataError(f"{len(imgs)} images but {len(tg)} targets")
         self.modality, self.window = modality, window
-        self.items: list[tuple[np.ndarray, object, str, str]] = []
+        self.items: list[tuple] = []  # (image, target, name, group, volume or None)
         for k, img in enumerate(imgs):
             name = names[k] if names is not None else f"image {k}"
             img = np.asarray(img)
@@ -225,25 +233,25 @@ class ArrayDataset(SliceDataset):
                                         f"shape {img.shape}")
                 for z in range(img.shape[0]):
                     tz = t[z] if (t is not None and task == "segmentation") else t
-                    self._add(img[z], tz, f"{name}[z={z}]", name)
+                    self._add(img[z], tz, f"{name}[z={z}]", name, img)
             else:
                 self._add(img, t, name, name)
 
-    def _add(self, img, t, name, group):
+    def _add(self, img, t, name, group, volume=None):
         img = _check_image(img, name)
         if t is not None:
             if self.task == "segmentation":
                 t = _check_mask(t, img.shape, name)
             else:
                 t = int(t)
-        self.items.append((img, t, name, group))
+        self.items.append((img, t, name, group, volume))
 
     def __len__(self) -> int:
         return len(self.items)
 
     def load(self, i: int) -> SliceSample:
-        img, t, name, group = self.items[i]
-        return SliceSample(img, t, name, self.modality, self.window, group)
+        img, t, name, group, volume = self.items[i]
+        return SliceSample(img, t, name, self.modality, self.window, group, volume)
 
     def label(self, i: int) -> int:
         t = self.items[i][1]

@@ -396,7 +396,7 @@ def predict_and_score(model: nn.Module, dataset: SliceDataset, task: str,
         cn = list(class_names or [f"class {i}" for i in range(p.shape[1])])
         res["rows"] = [{"image": n, "ground_truth": int(g), "prediction": int(q.argmax()),
                         **{f"prob_{cn[c]}": float(q[c]) for c in range(p.shape[1])}}
-                       for n, g, q in zip(names, t, p)]
+                       for n, g, q in zip(names, t, p, strict=False)]
     if loss_fn is not None:
         res["loss"] = float(np.average(losses, weights=weights))
     return res

@@ -31,6 +31,8 @@ from training.runtime import distributed as D
 from training.runtime.atomic import atomic_write_text, no_space_left
 from training.runtime.device import autocast_dtype, default_device_name, flush_denormals
 from training.runtime.optim import WarmupCosine, build_optimizer
+from training.runtime.progress import Progress
+from training.runtime.threads import configure_threads
 from training.weights.checkpoint import save_checkpoint
 
 log = logging.getLogger("training.pretrain")
@@ -68,10 +70,10 @@ def _pretrain(cfg: PretrainConfig, info: D.DistInfo) -> Path | None:
     np.random.seed(cfg.seed + info.rank)
 
     model_cfg = cfg.model_config()
-    prep = Preprocessing(input_size=cfg.input_size)
     unit = model_cfg.mask_unit // model_cfg.patch_size
     units_hw = (cfg.input_size // model_cfg.mask_unit,) * 2
     dataset = open_dataset(cfg.data, cfg.input_size, units_hw[0] * units_hw[1], cfg.seed)
+    prep: Preprocessing = dataset.prep  # what prepare / the image folder applied: into the card
     from training.pretrain.data import EpochSampler
 
     sampler = EpochSampler(len(dataset), info.rank, info.world_size, cfg.seed)
@@ -158,10 +160,8 @@ def _pretrain(cfg: PretrainConfig, info: D.DistInfo) -> Path | None:
     if cfg.max_steps:
         total_steps = min(total_steps, cfg.max_steps)
     progress = None
-    if info.is_main:
-        from tqdm.auto import tqdm
-        progress = tqdm(total=total_steps, initial=global_step, desc="pretrain", unit="step",
-                        dynamic_ncols=True, disable=None)
+    if info.is_main:  # a bar on a terminal, else a plain log line every 30 s (nohup, clusters)
+        progress = Progress(total_steps, "pretrain", unit="step", initial=global_step, logger=log)
 
     loss_sum = torch.zeros((), device=device)
     skipped = torch.zeros((), device=device)
@@ -223,7 +223,7 @@ def _pretrain(cfg: PretrainConfig, info: D.DistInfo) -> Path | None:
                     record["gpu_mem_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
                 if info.is_main:
                     metrics.write(record)
-                    progress.set_postfix(loss=f"{value:.4f}", lr=f"{record['lr']:.2e}")
+                    progress.update(0, loss=value, lr=record["lr"], epoch=epoch)
                     if tb is not None:
                         for k in ("loss", "lr", "images_per_s"):
                             tb.add_scalar(k, record[k], global_step)
@@ -272,6 +272,7 @@ def _pretrain(cfg: PretrainConfig, info: D.DistInfo) -> Path | None:
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = parse_args(argv)
+    configure_threads(cfg.threads or None)
     try:
         pretrain(cfg)
     except (FileNotFoundError, ValueError, RunFolderError) as e:
