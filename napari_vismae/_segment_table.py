@@ -46,6 +46,7 @@ COLUMNS = ["", "name", "show", "lock", "voxels", "mL", "mean", "std", "min", "ma
 COL_SWATCH, COL_NAME, COL_SHOW, COL_LOCK, COL_VOXELS, COL_VOLUME = range(6)
 DEBOUNCE_MS = 300
 TRANSPARENT = np.zeros(4, np.float32)
+HIDDEN = "hidden_classes"  # key in layer.metadata["vismae"]: hidden class -> its own RGBA
 
 
 def _labels_layers(viewer):
@@ -112,8 +113,6 @@ class SegmentTableWidget(QWidget):
         self._pending = False
         self._bound = None  # the Labels layer whose events we follow
         self._history_sig = None
-        self._colors: dict[int, dict[int, np.ndarray]] = {}  # id(layer) -> class -> RGBA
-        self._hidden: dict[int, set[int]] = {}
 
         self._layer_box, self._image_box = QComboBox(), QComboBox()
         form = QFormLayout()
@@ -267,7 +266,6 @@ class SegmentTableWidget(QWidget):
             self.status.setText(f"{image.name!r} is not on the grid of {layer.name!r}: "
                                 "no intensity statistics")
         names = class_names(layer)
-        self._colors.setdefault(id(layer), {})
         self.status.setText("computing…")
         worker = create_worker(_statistics_work, np.asarray(layer.data),
                                [i for i in names if i != 0], names, tuple(layer.scale), img,
@@ -306,12 +304,20 @@ class SegmentTableWidget(QWidget):
         return "HU" if modality.upper() == "CT" else ""
 
     # -- the table -------------------------------------------------------------------------
+    @staticmethod
+    def hidden_classes(layer) -> dict[int, np.ndarray]:
+        """Hidden class -> its own colour, kept in ``layer.metadata["vismae"]["hidden_classes"]``
+        (so that a save writes the real colour, and another table shows it)."""
+        meta = (layer.metadata or {}).get("vismae") or {}
+        return {int(k): np.asarray(v, np.float32)
+                for k, v in (meta.get(HIDDEN) or {}).items()}
+
     def class_color(self, layer, index: int) -> np.ndarray:
-        """The class's own colour (kept while it is hidden)."""
-        known = self._colors.setdefault(id(layer), {})
-        if index not in known:
-            known[index] = np.asarray(layer.get_color(index), np.float32)
-        return known[index]
+        """The class's own colour (also while it is hidden)."""
+        hidden = self.hidden_classes(layer)
+        if index in hidden:
+            return hidden[index]
+        return np.asarray(layer.get_color(index), np.float32)
 
     def _fill_table(self) -> None:
         layer = self.layer
@@ -323,7 +329,7 @@ class SegmentTableWidget(QWidget):
             COLUMNS[:COL_VOLUME] + ["cm²" if two_d else "mL"]
             + [f"{c} ({units})" if units else c for c in COLUMNS[COL_VOLUME + 1:]])
         locked = set(locked_classes(layer)) if layer is not None else set()
-        hidden = self._hidden.get(id(layer), set())
+        hidden = self.hidden_classes(layer) if layer is not None else {}
         for r, row in enumerate(self.rows):
             rgba = self.class_color(layer, row.index)
             swatch = QTableWidgetItem("")
@@ -357,12 +363,20 @@ class SegmentTableWidget(QWidget):
         layer = self.layer
         if layer is None:
             return
-        hidden = self._hidden.setdefault(id(layer), set())
-        classes = {row.index for row in self.rows} | {int(index)}
-        colors = {c: self.class_color(layer, c) for c in classes}  # originals, before the change
-        (hidden.discard if visible else hidden.add)(int(index))
-        if int(index) in [row.index for row in self.rows]:
-            box = self.checkbox(int(index), COL_SHOW)
+        index = int(index)
+        classes = {row.index for row in self.rows} | {index}
+        colors = {c: self.class_color(layer, c) for c in classes}  # own colours, before
+        hidden = {c: colors.get(c, rgba) for c, rgba in self.hidden_classes(layer).items()}
+        if visible:
+            hidden.pop(index, None)
+        else:
+            hidden[index] = colors[index]
+        if layer.metadata is None:
+            layer.metadata = {}
+        meta = layer.metadata.setdefault("vismae", {})
+        meta[HIDDEN] = {str(c): [float(v) for v in rgba] for c, rgba in hidden.items()}
+        if index in [row.index for row in self.rows]:
+            box = self.checkbox(index, COL_SHOW)
             if box.isChecked() != visible:
                 box.blockSignals(True)
                 box.setChecked(visible)

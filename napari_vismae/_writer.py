@@ -106,6 +106,10 @@ def _names_and_colours(data: Any, attributes: dict) -> tuple[dict, dict]:
             colours = {v: tuple(rgba[i, :3]) for i, v in enumerate(values)}
         except Exception:  # noqa: BLE001
             colours = {}
+    vismae = meta.get("vismae") if isinstance(meta.get("vismae"), dict) else {}
+    for k, rgba in (vismae.get("hidden_classes") or {}).items():  # hidden in the segment table
+        if int(k) in values:
+            colours[int(k)] = tuple(rgba[:3])
     return names, colours
 
 

@@ -51,10 +51,11 @@ def test_labels_beyond_classes_and_empty_sets(prep64):
 
 
 def test_one_class_warnings(prep64):
-    ds = ArrayDataset([np.zeros((4, 4))] * 3, [1, 1, 1], task="classification", prep=prep64)
+    img = np.arange(16.0).reshape(4, 4)  # images with contrast (constant ones are refused)
+    ds = ArrayDataset([img] * 3, [1, 1, 1], task="classification", prep=prep64)
     with pytest.warns(UserWarning, match="AUC"):
         ds.validate(2)
-    seg = ArrayDataset([np.zeros((4, 4))], [np.zeros((4, 4))], prep=prep64)
+    seg = ArrayDataset([img], [np.zeros((4, 4))], prep=prep64)
     with pytest.warns(UserWarning, match="foreground"):
         seg.validate(2)
 
@@ -128,3 +129,116 @@ def test_dicom_series_folder_needs_reader(tmp_path, prep64):
     else:
         ds = VolumeFolderDataset(tmp_path / "dicom", tmp_path / "labels", prep=prep64)
         assert len(ds) == 3
+
+
+# -- issue 13: bad data refused before training, the file named, no raw tracebacks ------------
+def _volumes(root, n=2, img=None, lab=None, seed=0):
+    import nibabel as nib
+    rng = np.random.default_rng(seed)
+    (root / "img").mkdir(parents=True, exist_ok=True)
+    (root / "lab").mkdir(parents=True, exist_ok=True)
+    for k in range(n):
+        a = rng.normal(0, 100, (32, 32, 4)).astype(np.float32) if img is None else img
+        m = (rng.random((32, 32, 4)) > .7).astype(np.uint8) if lab is None else lab
+        nib.save(nib.Nifti1Image(a, np.eye(4)), root / "img" / f"c{k}.nii.gz")
+        nib.save(nib.Nifti1Image(m, np.eye(4)), root / "lab" / f"c{k}.nii.gz")
+    return root / "img", root / "lab"
+
+
+def _finetune_cli(capsys, *args):
+    from training.finetune.cli import main
+    code = main(["--task", "segmentation", "--preset", "tiny", "--input-size", "64",
+                 "--epochs", "1", "--no-progress", *args])
+    err = capsys.readouterr().err
+    return code, err.strip().splitlines()[-1] if err.strip() else ""
+
+
+def _bad_inputs(tmp_path):
+    """The five inputs that gave the fine-tune CLI raw tracebacks."""
+    from skimage.io import imsave
+
+    from training.models import build_model
+    from training.weights.checkpoint import save_checkpoint
+    cases = {}
+    img, lab = _volumes(tmp_path / "trunc")
+    p = img / "c0.nii.gz"
+    p.write_bytes(p.read_bytes()[:300])
+    cases["truncated .nii.gz"] = (["--images", str(img), "--labels", str(lab)], p)
+    img, lab = _volumes(tmp_path / "garbage")
+    (lab / "c1.nii.gz").write_bytes(b"garbage" * 50)
+    cases["garbage label file"] = (["--images", str(img), "--labels", str(lab)],
+                                   lab / "c1.nii.gz")
+    img, lab = _volumes(tmp_path / "dicom")
+    (img / "c1.nii.gz").unlink()
+    (img / "c1").mkdir()
+    (img / "c1" / "x.dcm").write_bytes(b"not dicom" * 30)
+    cases["unreadable DICOM folder"] = (["--images", str(img), "--labels", str(lab)], img / "c1")
+    init = save_checkpoint(build_model("mae", "tiny", img_size=64), tmp_path / "init")
+    (init / "model_card.json").write_text("null")
+    img, lab = _volumes(tmp_path / "ok")
+    cases["corrupt --init card"] = (["--images", str(img), "--labels", str(lab), "--init",
+                                     str(init), "--num-classes", "2"], init / "model_card.json")
+    csv_dir = tmp_path / "csv"
+    csv_dir.mkdir()
+    rng = np.random.default_rng(1)
+    for n in ("a", "b"):
+        imsave(csv_dir / f"{n}.png", (rng.random((32, 32)) * 255).astype(np.uint8))
+        (csv_dir / f"{n}_mask.png").write_bytes(b"")
+    (csv_dir / "train.csv").write_text("image,mask\na.png,a_mask.png\nb.png,b_mask.png\n")
+    cases["0-byte mask PNG"] = (["--train-csv", str(csv_dir / "train.csv")], csv_dir)
+    return cases
+
+
+def test_finetune_cli_bad_inputs_give_one_line_errors(tmp_path, capsys):
+    """Before: truncated .nii.gz, a garbage label file, an unreadable DICOM folder, a corrupt
+    --init card and a 0-byte mask PNG each ended the CLI with a raw traceback."""
+    for case, (args, named) in _bad_inputs(tmp_path).items():
+        if "--num-classes" not in args:
+            args = [*args, "--num-classes", "2"]
+        code, line = _finetune_cli(capsys, *args, "--out", str(tmp_path / "out" / case))
+        assert code == 2, case
+        assert line.startswith("error: ") and str(named) in line, (case, line)
+
+
+def test_unwritable_output_is_refused_before_training(tmp_path, capsys):
+    """Before: with an unwritable output a fine-tune ran to the end, then failed to save."""
+    img, lab = _volumes(tmp_path / "v")
+    (tmp_path / "a-file").write_text("x")
+    code, line = _finetune_cli(capsys, "--images", str(img), "--labels", str(lab),
+                               "--num-classes", "2", "--out", str(tmp_path / "a-file" / "run"))
+    assert code == 2 and "not writable" in line and "a-file" in line
+
+
+@pytest.mark.parametrize("kind", ["nan", "constant"])
+def test_all_nan_or_constant_images_are_refused(tmp_path, kind):
+    """Before: all-NaN images fine-tuned and became the active version."""
+    bad = np.full((32, 32, 4), np.nan if kind == "nan" else 7.0, np.float32)
+    img, lab = _volumes(tmp_path / "v", n=1, img=bad)
+    with pytest.raises(DataError, match="NaN|no contrast") as info:
+        VolumeFolderDataset(img, lab).validate(2, "training set")
+    assert "c0" in str(info.value)
+    ds = ArrayDataset([np.full((3, 16, 16), 5.0, np.float32)], [np.zeros((3, 16, 16), np.uint8)])
+    with pytest.raises(DataError, match="no contrast"):
+        ds.validate(2)
+    with pytest.raises(DataError, match="every pixel is NaN"):
+        ArrayDataset([np.full((16, 16), np.nan, np.float32)], [np.zeros((16, 16), np.uint8)])
+
+
+def test_float_labels_are_neither_truncated_nor_accepted_out_of_range(tmp_path):
+    """Before: float labels were truncated (2.0 -> 1); 1.5 as a class became 1."""
+    lab = np.zeros((32, 32, 4), np.float32)
+    lab[8:16, 8:16] = 2.0
+    img, labdir = _volumes(tmp_path / "v", n=1, lab=lab)
+    ds = VolumeFolderDataset(img, labdir)
+    assert 2 in np.unique(np.concatenate([ds.load(i).target.ravel() for i in range(len(ds))]))
+    with pytest.raises(DataError, match=r"outside 0\.\.1"):
+        ds.validate(2, "training set")
+    lab[8:16, 8:16] = 1.5
+    img, labdir = _volumes(tmp_path / "w", n=1, lab=lab)
+    with pytest.raises(DataError, match="non-integer"):
+        VolumeFolderDataset(img, labdir)
+    with pytest.raises(DataError, match="not an integer class"):
+        ArrayDataset([np.ones((8, 8)), np.zeros((8, 8))], [1.5, 0], task="classification")
+    with pytest.raises(DataError, match="not an integer"):
+        parse_label("inf", where="x.csv line 2")
+    assert ArrayDataset([np.eye(8)], [np.float32(2.0)], task="classification").label(0) == 2

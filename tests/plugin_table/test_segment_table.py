@@ -173,3 +173,23 @@ def test_switching_layers_and_2d_labels(make_napari_viewer, qtbot):
     assert w.table.horizontalHeaderItem(5).text() == "cm²"
     viewer.layers.remove(two_d)
     _wait_rows(qtbot, w, lambda rows: w.layer is labels and len(rows) == 3)
+
+
+def test_hidden_class_keeps_its_colour_in_a_save_and_in_a_new_table(make_napari_viewer, qtbot,
+                                                                      tmp_path):
+    viewer, w, labels, ct = _study(make_napari_viewer)
+    _wait_rows(qtbot, w)
+    liver = labels.get_color(1).copy()
+    box = w.checkbox(1, COL_SHOW)
+    qtbot.mouseClick(box, Qt.MouseButton.LeftButton, pos=QPoint(5, box.height() // 2))
+    assert labels.get_color(1)[3] == 0
+    other = SegmentTableWidget(viewer)  # e.g. the dock closed and opened again
+    _wait_rows(qtbot, other)
+    assert not other.checkbox(1, COL_SHOW).isChecked()
+    np.testing.assert_allclose(other.class_color(labels, 1), liver)
+    viewer.layers.selection = {labels}
+    out = tmp_path / "pred.nii.gz"
+    viewer.layers.save(str(out), selected=True, plugin="napari-vismae")
+    [back] = viewer.open(str(out), plugin="napari-vismae")
+    np.testing.assert_allclose(back.get_color(1)[:3], liver[:3], atol=1 / 255)
+    np.testing.assert_array_equal(back.data, labels.data)

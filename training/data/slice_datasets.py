@@ -47,7 +47,25 @@ def _check_image(a: np.ndarray, name: str) -> np.ndarray:
         a = a[0]
     if a.ndim != 2:
         raise DataError(f"{name}: expected a 2-D image, got shape {a.shape}")
+    if a.dtype.kind not in "biuf":
+        raise DataError(f"{name}: image values of type {a.dtype} cannot be used "
+                        "(real numbers needed)")
+    if a.dtype.kind == "f" and a.size and not np.isfinite(a).any():
+        raise DataError(f"{name}: every pixel is NaN or infinite")
     return a
+
+
+def class_label(t, name: str) -> int:
+    """A classification target as an int; a non-integer value (1.5, NaN, '2') is refused
+    instead of being truncated."""
+    v = t.item() if isinstance(t, np.ndarray) and t.size == 1 else t
+    if isinstance(v, (bool, np.bool_)):
+        return int(v)
+    if isinstance(v, (int, np.integer)):
+        return int(v)
+    if isinstance(v, (float, np.floating)) and np.isfinite(v) and float(v).is_integer():
+        return int(v)
+    raise DataError(f"{name}: class label {v!r:.40} is not an integer class index")
 
 
 def _check_mask(m: np.ndarray, image_shape: tuple, name: str) -> np.ndarray:
@@ -155,10 +173,20 @@ class SliceDataset(Dataset):
         if n == 0:
             raise DataError(f"the {what} is empty (no images found)")
         bad, seen = [], set()
+        ranges: dict[str, list] = {}  # group -> [min, max, first item's name]
         for i in range(n):
             s = self.load(i)
             if s.target is None:
                 raise DataError(f"{what}: item {i} ({s.name}) has no mask/label")
+            img = np.asarray(s.image, dtype=np.float64)
+            finite = img[np.isfinite(img)]
+            lo, hi = (finite.min(), finite.max()) if finite.size else (np.nan, np.nan)
+            key = s.group or s.name or str(i)
+            r = ranges.setdefault(key, [lo, hi, key])
+            if np.isnan(r[0]):
+                r[0], r[1] = lo, hi
+            elif not np.isnan(lo):
+                r[0], r[1] = min(r[0], lo), max(r[1], hi)
             vals = np.unique(s.target) if isinstance(s.target, np.ndarray) else [int(s.target)]
             seen.update(int(v) for v in vals)
             if num_classes is not None and (max(vals) >= num_classes or min(vals) < 0):
@@ -167,6 +195,11 @@ class SliceDataset(Dataset):
             raise DataError(f"{what}: {len(bad)} item(s) have labels outside 0..{num_classes - 1} "
                             f"for a {num_classes}-class model: " + "; ".join(bad[:5])
                             + (" ..." if len(bad) > 5 else ""))
+        flat = [f"{r[2]} (every pixel {r[0]:g})" if np.isfinite(r[0]) else f"{r[2]} (all NaN)"
+                for r in ranges.values() if not r[0] < r[1]]
+        if flat:
+            raise DataError(f"{what}: {len(flat)} image(s)/volume(s) hold no contrast to learn "
+                            "from: " + "; ".join(flat[:5]) + (" ..." if len(flat) > 5 else ""))
         if self.task == "segmentation" and seen <= {0}:
             warnings.warn(f"{what}: no foreground pixel in any mask", stacklevel=2)
         if self.task == "classification" and len(seen) < 2:
@@ -243,7 +276,7 @@ class ArrayDataset(SliceDataset):
             if self.task == "segmentation":
                 t = _check_mask(t, img.shape, name)
             else:
-                t = int(t)
+                t = class_label(t, name)
         self.items.append((img, t, name, group, volume))
 
     def __len__(self) -> int:

@@ -20,6 +20,7 @@ from training.data.datasets import (
 from training.data.preprocessing import Preprocessing
 from training.finetune.engine import MODES, FinetuneConfig, build_finetune_model
 from training.finetune.runner import finetune, make_classes
+from training.runtime.atomic import check_writable
 from training.runtime.device import default_device_name, flush_denormals
 from training.runtime.progress import ensure_logging
 from training.runtime.threads import THREADS_HELP, configure_threads
@@ -307,6 +308,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_runtime(args)
     try:
+        check_writable(args.out, "--out folder")  # before any work, not after training
         cfg = train_config_from_args(args)
         factory, prep = make_model_factory(args, cfg)
         torch.manual_seed(cfg.seed)
@@ -325,7 +327,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         data = datasets_from_args(args, cfg.task, prep, cfg.num_classes, purpose="train")
         summary = finetune(model, data["train"], data.get("val"), cfg, args.out,
                            name=args.name or Path(args.out).name, resume=args.resume, **meta)
-    except (DataError, ValueError, FileExistsError, FileNotFoundError, FloatingPointError) as e:
+    except (DataError, ValueError, FileExistsError, FileNotFoundError, FloatingPointError,
+            PermissionError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

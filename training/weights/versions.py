@@ -19,7 +19,7 @@ from pathlib import Path
 
 from torch import nn
 
-from training.runtime.atomic import atomic_directory, atomic_write_text
+from training.runtime.atomic import atomic_directory, atomic_write_text, check_writable
 from training.weights.card import ModelCard
 from training.weights.checkpoint import CARD_NAME, CheckpointError, read_model_card, save_checkpoint
 from training.weights.store import ModelEntry, _slug
@@ -32,6 +32,11 @@ class VersionStore:
     def __init__(self, root: str | Path):
         self.root = Path(root)
         self.problems: list[str] = []  # "path: reason" of versions that could not be listed
+
+    def check_writable(self) -> Path:
+        """Raise :class:`PermissionError` naming the model folder unless a version can be
+        written into it: call it *before* a fine-tune, not after."""
+        return check_writable(self.root, "model folder")
 
     def lineage_dir(self, lineage: str) -> Path:
         return self.root / _slug(lineage)
