@@ -167,14 +167,42 @@ def validate_card_dict(d, source: str = "model card") -> None:
                          + (f" (and {len(errors) - 8} more)" if len(errors) > 8 else ""))
 
 
-def expected_shapes(card) -> dict[str, tuple[int, ...]]:
-    """Parameter and buffer shapes of the architecture ``card`` describes, built on the
-    ``meta`` device (no memory); raises :class:`ValueError` if it is too large."""
-    import torch
+def _meta_shapes_mode():
+    """A torch function mode to build a module for its shapes only.
 
+    Not plain ``torch.device("meta")``: initialisers (``normal_``...) and index helpers run
+    on meta tensors through torch's Python references, which import ``torch._dynamo`` and
+    with it triton, whose LLVM segfaults beside Mesa's GL in napari. Here constructors make
+    meta tensors (no memory) except ``arange`` (CPU, for index buffers), and in-place
+    operations on meta tensors are skipped (there is nothing to initialise).
+    """
+    import torch
+    from torch.overrides import TorchFunctionMode
+    from torch.utils._device import _device_constructors
+
+    class MetaShapes(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            kwargs = dict(kwargs or {})
+            name = getattr(func, "__name__", "")
+            if func in _device_constructors() and kwargs.get("device") is None:
+                kwargs["device"] = "cpu" if name == "arange" else "meta"
+            elif name.endswith("_") and not name.startswith("_"):
+                first = next((a for a in (*args, *kwargs.values())
+                              if isinstance(a, torch.Tensor)), None)
+                if first is not None and first.is_meta:
+                    return first
+            return func(*args, **kwargs)
+
+    return MetaShapes()
+
+
+def expected_shapes(card) -> dict[str, tuple[int, ...]]:
+    """Parameter and buffer shapes of the architecture ``card`` describes, built with meta
+    tensors (no memory; see :func:`_meta_shapes_mode`); raises :class:`ValueError` if it is
+    too large."""
     from training.models import build_model
 
-    with torch.device("meta"):
+    with _meta_shapes_mode():
         model = build_model(card.task, card.config, num_classes=card.num_classes)
     n = sum(p.numel() for p in model.parameters())
     if n > max_params():
