@@ -91,6 +91,8 @@ def validate_card_dict(d, source: str = "model card") -> None:
     name = d["name"]
     if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME:
         errors.append(f"name must be a non-empty text of at most {MAX_NAME} characters")
+    elif any(ord(ch) < 32 for ch in name):
+        errors.append(f"name {name!r:.60} holds a control character")
     task = d["task"]
     if task not in TASKS:
         errors.append(f"task {task!r:.40} is not one of {list(TASKS)}")
@@ -153,6 +155,9 @@ def validate_card_dict(d, source: str = "model card") -> None:
             if not isinstance(cname, str) or not cname.strip() or len(cname) > MAX_NAME:
                 errors.append(f"classes[{i}] needs a non-empty name (at most {MAX_NAME} "
                               "characters)")
+            elif any(ord(ch) < 32 or ch in "/\\" for ch in cname):
+                errors.append(f"classes[{i}].name {cname!r:.60} holds a control character or a "
+                              "path separator")
             if "color" in c and not isinstance(c["color"], (str, list)):
                 errors.append(f"classes[{i}].color must be text like '#E69F00'")
         if _is_int(n) and classes and len(classes) != n:
