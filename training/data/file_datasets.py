@@ -3,6 +3,7 @@ files or DICOM series) with label volumes of the same name."""
 from __future__ import annotations
 
 import csv
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,6 +18,8 @@ from training.data.slice_datasets import (
     _check_image,
     _check_mask,
 )
+from training.io.errors import ImageReadError
+from training.io.limits import not_regular_reason
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 NIFTI_EXTS = (".nii", ".nii.gz")
@@ -30,14 +33,56 @@ def _is_nifti(p: Path) -> bool:
 
 
 def read_slice_file(path: str | os.PathLike) -> tuple[np.ndarray, str | None, tuple | None]:
-    """A 2-D image file -> (array, modality, window). PNG/JPG/TIFF, .npy, 2-D NIfTI, one DICOM file."""
+    """A 2-D image file -> (array, modality, window): PNG/JPG/TIFF, .npy, 2-D NIfTI or one
+    DICOM file."""
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise DataError(f"{p}: file not found")
+    reason = not_regular_reason(p)
+    if reason is not None:
+        raise DataError(f"{p}: {reason}")
+    try:
+        return _read_slice_file(p)
+    except DataError:
+        raise
+    except MemoryError:
+        raise DataError(f"{p}: not enough memory to read it") from None
+    except Exception as e:  # noqa: BLE001 - every reader fails its own way on a bad file
+        raise DataError(f"{p}: cannot read it ({_why(e)})") from None
+
+
+def _why(e: BaseException) -> str:
+    if isinstance(e, ImageReadError):
+        return e.reason
+    text = str(e).splitlines()[0] if str(e) else ""
+    return f"{type(e).__name__}: {text[:200]}" if text else type(e).__name__
+
+
+def read_nifti_volume(p: Path) -> np.ndarray:
+    """A NIfTI volume as (z, y, x), its declared size checked first (see
+    :mod:`training.io.limits`); any failure is a :class:`DataError` naming the file."""
+    import nibabel as nib
+
+    from training.data.synthetic import read_nifti
+    from training.io.nifti import _check_header
+
+    reason = not_regular_reason(p)
+    if reason is not None:
+        raise DataError(f"{p}: {reason}")
+    try:
+        _check_header(nib.load(str(p)), str(p))
+        arr, _ = read_nifti(p)
+    except MemoryError:
+        raise DataError(f"{p}: not enough memory to read it") from None
+    except Exception as e:  # noqa: BLE001 - ImageFileError, EOFError, zlib.error, ValueError...
+        raise DataError(f"{p}: not a readable NIfTI volume ({_why(e)})") from None
+    return arr
+
+
+def _read_slice_file(p: Path) -> tuple[np.ndarray, str | None, tuple | None]:
     suffix = p.suffix.lower()
     if _is_nifti(p):
-        from training.data.synthetic import read_nifti
-        a, _ = read_nifti(p)
+        a = read_nifti_volume(p)
         if a.shape[0] != 1:
             raise DataError(f"{p}: a CSV row must be a 2-D image, this NIfTI has {a.shape[0]} "
                             "slices (use a volume folder instead)")
@@ -68,11 +113,12 @@ def parse_label(value: str, class_names: Sequence[str] | None = None, where: str
     v = str(value).strip()
     try:
         f = float(v)
-        if f != int(f):
+    except ValueError:
+        f = None
+    if f is not None:
+        if not math.isfinite(f) or f != int(f):
             raise DataError(f"{where}: label {v!r} is not an integer class")
         return int(f)
-    except ValueError:
-        pass
     low = v.lower()
     if class_names:
         names = [c.lower() for c in class_names]
@@ -106,12 +152,14 @@ class CSVDataset(SliceDataset):
             rows = [{k.strip(): (v or "").strip() for k, v in r.items() if k} for r in reader]
         if "image" not in cols:
             raise DataError(f"{self.csv_path}: needs an 'image' column (found {cols})")
-        inferred = "segmentation" if "mask" in cols else "classification" if "label" in cols else None
+        inferred = ("segmentation" if "mask" in cols
+                    else "classification" if "label" in cols else None)
         if inferred is None:
             raise DataError(f"{self.csv_path}: needs a 'mask' or 'label' column (found {cols})")
         if task is not None and task != inferred:
             raise DataError(f"{self.csv_path}: task {task!r} needs a "
-                            f"{'mask' if task == 'segmentation' else 'label'} column (found {cols})")
+                            f"{'mask' if task == 'segmentation' else 'label'} column "
+                            f"(found {cols})")
         super().__init__(inferred, prep)
         self.modality = modality
         self.rows = []
@@ -202,12 +250,12 @@ class VolumeFolderDataset(SliceDataset):
             arr, mod, win = self._read(p)
             lab = None
             if labels:
-                from training.data.synthetic import read_nifti
-                lab, _ = read_nifti(labels[key])
+                lab = read_nifti_volume(labels[key])
                 if lab.shape != arr.shape:
                     raise DataError(f"{key}: label volume shape {lab.shape} does not match image "
                                     f"volume shape {arr.shape}")
-                lab = _check_mask(lab.reshape(lab.shape[0], -1), arr.reshape(arr.shape[0], -1).shape,
+                lab = _check_mask(lab.reshape(lab.shape[0], -1),
+                                  arr.reshape(arr.shape[0], -1).shape,
                                   key).reshape(lab.shape)
             v = len(self.volumes)
             self.volumes.append((key, arr, mod or modality, window or win, lab))
@@ -218,16 +266,17 @@ class VolumeFolderDataset(SliceDataset):
 
     def _read(self, p: Path):
         if _is_nifti(p):
-            from training.data.synthetic import read_nifti
-            arr, _ = read_nifti(p)
-            return arr.astype(np.float32), None, None
+            return read_nifti_volume(p).astype(np.float32), None, None
         try:
             from training.io import read_image  # DICOM series reader (training.io)
         except ImportError:
             raise DataError(f"{p}: reading DICOM series needs training.io.read_image, which this "
                             "installation lacks; convert the series to NIfTI or update "
                             "napari-vismae") from None
-        vols = read_image(p)
+        try:
+            vols = read_image(p)
+        except ImageReadError as e:
+            raise DataError(f"{p}: no readable image series ({e.path}: {e.reason})") from None
         if not vols:
             raise DataError(f"{p}: no image volume found")
         v = vols[0]
@@ -240,7 +289,8 @@ class VolumeFolderDataset(SliceDataset):
     def load(self, i: int) -> SliceSample:
         v, z = self.index[i]
         key, arr, mod, win, lab = self.volumes[v]
-        return SliceSample(arr[z], None if lab is None else lab[z], f"{key}[z={z}]", mod, win, key)
+        return SliceSample(arr[z], None if lab is None else lab[z], f"{key}[z={z}]", mod, win, key,
+                           arr)
 
     def group(self, i: int) -> str:
         return self.volumes[self.index[i][0]][0]

@@ -12,7 +12,12 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from training.data.preprocessing import Preprocessing, scale_to_unit, to_model_input
+from training.data.preprocessing import (
+    Preprocessing,
+    cached_volume_limits,
+    scale_to_unit,
+    to_model_input,
+)
 
 TASKS = ("segmentation", "classification")
 
@@ -31,6 +36,7 @@ class SliceSample:
     modality: str | None = None
     window: tuple[float, float] | None = None  # (center, width) from the file header
     group: str = ""  # the volume / patient the slice belongs to (keeps splits leak-free)
+    volume: np.ndarray | None = None  # the whole volume, for per-volume percentiles
 
 
 def _check_image(a: np.ndarray, name: str) -> np.ndarray:
@@ -41,7 +47,25 @@ def _check_image(a: np.ndarray, name: str) -> np.ndarray:
         a = a[0]
     if a.ndim != 2:
         raise DataError(f"{name}: expected a 2-D image, got shape {a.shape}")
+    if a.dtype.kind not in "biuf":
+        raise DataError(f"{name}: image values of type {a.dtype} cannot be used "
+                        "(real numbers needed)")
+    if a.dtype.kind == "f" and a.size and not np.isfinite(a).any():
+        raise DataError(f"{name}: every pixel is NaN or infinite")
     return a
+
+
+def class_label(t, name: str) -> int:
+    """A classification target as an int; a non-integer value (1.5, NaN, '2') is refused
+    instead of being truncated."""
+    v = t.item() if isinstance(t, np.ndarray) and t.size == 1 else t
+    if isinstance(v, (bool, np.bool_)):
+        return int(v)
+    if isinstance(v, (int, np.integer)):
+        return int(v)
+    if isinstance(v, (float, np.floating)) and np.isfinite(v) and float(v).is_integer():
+        return int(v)
+    raise DataError(f"{name}: class label {v!r:.40} is not an integer class index")
 
 
 def _check_mask(m: np.ndarray, image_shape: tuple, name: str) -> np.ndarray:
@@ -80,7 +104,9 @@ def resize_mask(mask: torch.Tensor, size: int) -> torch.Tensor:
 
 def prepare_sample(sample: SliceSample, prep: Preprocessing) -> tuple[torch.Tensor, torch.Tensor]:
     """The single preprocessing path: raw slice -> ([0, 1] image (1, S, S), target)."""
-    unit = scale_to_unit(sample.image, prep, sample.modality, sample.window)
+    limits = None if sample.volume is None else cached_volume_limits(sample.volume, prep,
+                                                                      sample.modality)
+    unit = scale_to_unit(sample.image, prep, sample.modality, sample.window, limits)
     image = resize_unit(torch.from_numpy(unit)[None, None], prep)[0].clamp_(0.0, 1.0)
     if sample.target is None:
         target = torch.tensor(-1, dtype=torch.int64)
@@ -147,10 +173,20 @@ class SliceDataset(Dataset):
         if n == 0:
             raise DataError(f"the {what} is empty (no images found)")
         bad, seen = [], set()
+        ranges: dict[str, list] = {}  # group -> [min, max, first item's name]
         for i in range(n):
             s = self.load(i)
             if s.target is None:
                 raise DataError(f"{what}: item {i} ({s.name}) has no mask/label")
+            img = np.asarray(s.image, dtype=np.float64)
+            finite = img[np.isfinite(img)]
+            lo, hi = (finite.min(), finite.max()) if finite.size else (np.nan, np.nan)
+            key = s.group or s.name or str(i)
+            r = ranges.setdefault(key, [lo, hi, key])
+            if np.isnan(r[0]):
+                r[0], r[1] = lo, hi
+            elif not np.isnan(lo):
+                r[0], r[1] = min(r[0], lo), max(r[1], hi)
             vals = np.unique(s.target) if isinstance(s.target, np.ndarray) else [int(s.target)]
             seen.update(int(v) for v in vals)
             if num_classes is not None and (max(vals) >= num_classes or min(vals) < 0):
@@ -159,6 +195,11 @@ class SliceDataset(Dataset):
             raise DataError(f"{what}: {len(bad)} item(s) have labels outside 0..{num_classes - 1} "
                             f"for a {num_classes}-class model: " + "; ".join(bad[:5])
                             + (" ..." if len(bad) > 5 else ""))
+        flat = [f"{r[2]} (every pixel {r[0]:g})" if np.isfinite(r[0]) else f"{r[2]} (all NaN)"
+                for r in ranges.values() if not r[0] < r[1]]
+        if flat:
+            raise DataError(f"{what}: {len(flat)} image(s)/volume(s) hold no contrast to learn "
+                            "from: " + "; ".join(flat[:5]) + (" ..." if len(flat) > 5 else ""))
         if self.task == "segmentation" and seen <= {0}:
             warnings.warn(f"{what}: no foreground pixel in any mask", stacklevel=2)
         if self.task == "classification" and len(seen) < 2:
@@ -212,7 +253,7 @@ class ArrayDataset(SliceDataset):
         if tg is not None and len(tg) != len(imgs):
             raise DataError(f"{len(imgs)} images but {len(tg)} targets")
         self.modality, self.window = modality, window
-        self.items: list[tuple[np.ndarray, object, str, str]] = []
+        self.items: list[tuple] = []  # (image, target, name, group, volume or None)
         for k, img in enumerate(imgs):
             name = names[k] if names is not None else f"image {k}"
             img = np.asarray(img)
@@ -225,25 +266,25 @@ class ArrayDataset(SliceDataset):
                                         f"shape {img.shape}")
                 for z in range(img.shape[0]):
                     tz = t[z] if (t is not None and task == "segmentation") else t
-                    self._add(img[z], tz, f"{name}[z={z}]", name)
+                    self._add(img[z], tz, f"{name}[z={z}]", name, img)
             else:
                 self._add(img, t, name, name)
 
-    def _add(self, img, t, name, group):
+    def _add(self, img, t, name, group, volume=None):
         img = _check_image(img, name)
         if t is not None:
             if self.task == "segmentation":
                 t = _check_mask(t, img.shape, name)
             else:
-                t = int(t)
-        self.items.append((img, t, name, group))
+                t = class_label(t, name)
+        self.items.append((img, t, name, group, volume))
 
     def __len__(self) -> int:
         return len(self.items)
 
     def load(self, i: int) -> SliceSample:
-        img, t, name, group = self.items[i]
-        return SliceSample(img, t, name, self.modality, self.window, group)
+        img, t, name, group, volume = self.items[i]
+        return SliceSample(img, t, name, self.modality, self.window, group, volume)
 
     def label(self, i: int) -> int:
         t = self.items[i][1]

@@ -6,6 +6,7 @@ import os
 import warnings
 
 from training.io.errors import ImageReadError
+from training.io.limits import check_declared_size, check_regular_file, not_regular_reason
 
 SEG_SOP_CLASSES = frozenset(
     {
@@ -18,7 +19,10 @@ PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 
 
 def looks_like_dicom_file(path: str | os.PathLike) -> bool:
-    """Cheap sniff: the 'DICM' magic at byte 128 (files without preamble are not detected)."""
+    """Cheap sniff: the 'DICM' magic at byte 128 (files without preamble are not detected).
+    Never opens anything but a regular file (a FIFO would block)."""
+    if not_regular_reason(path) is not None:
+        return False
     try:
         with open(path, "rb") as f:
             head = f.read(132)
@@ -33,6 +37,7 @@ def read_dataset(path: str | os.PathLike):
     from pydicom.errors import InvalidDicomError
 
     path = str(path)
+    check_regular_file(path)
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -101,3 +106,54 @@ def _no_pixel_reason(ds) -> str:
     modality = str(ds.get("Modality", "") or "")
     what = f"{name}" + (f", modality {modality}" if modality else "")
     return f"contains no pixel data ({what}); only images can be displayed"
+
+
+def _int_attr(ds, keyword: str, default: int, path: str, lo: int = 0) -> int:
+    value = ds.get(keyword, default)
+    if value in (None, ""):
+        return default
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        raise ImageReadError(path, f"{keyword} {str(value)[:40]!r} is not a number") from None
+    if n < lo:
+        raise ImageReadError(path, f"{keyword} is {n}")
+    return n
+
+
+def check_pixel_budget(ds, path: str) -> None:
+    """Refuse pixel data whose declared size (Rows x Columns x NumberOfFrames x samples) is
+    impossible for the file or over the ceiling, before any frame is listed or decoded."""
+    keyword = next((k for k in PIXEL_KEYWORDS if k in ds), None)
+    if keyword is None:
+        return
+    rows = _int_attr(ds, "Rows", 0, path)
+    cols = _int_attr(ds, "Columns", 0, path)
+    frames = _int_attr(ds, "NumberOfFrames", 1, path) or 1
+    samples = _int_attr(ds, "SamplesPerPixel", 1, path, lo=1)
+    bits = _int_attr(ds, "BitsAllocated", 16, path, lo=1)
+    if keyword == "FloatPixelData":
+        bits = 32
+    elif keyword == "DoubleFloatPixelData":
+        bits = 64
+    if bits not in (1, 8, 16, 32, 64):
+        raise ImageReadError(path, f"BitsAllocated {bits} is not supported")
+    try:
+        available = len(ds[keyword].value or b"")
+    except Exception:  # noqa: BLE001 - a value pydicom cannot even size
+        available = 0
+    ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    compressed = bool(ts is not None and ts.is_compressed and keyword == "PixelData")
+    values = rows * cols * frames * samples
+    if compressed and frames > max(available // 8, 1):
+        raise ImageReadError(
+            path, f"NumberOfFrames {frames} cannot fit in {available} bytes of compressed pixel "
+                  "data (each frame needs at least one 8-byte item)")
+    photometric = str(ds.get("PhotometricInterpretation", "") or "").upper()
+    stored = values * bits // 8 if bits >= 8 else (values + 7) // 8
+    if photometric in ("YBR_FULL_422", "YBR_PARTIAL_422") and not compressed:
+        stored = stored * 2 // 3
+    where = f"pixel data ({frames} frame(s) of {rows} x {cols}, {samples} sample(s), {bits} bits)"
+    check_declared_size(path, (frames, rows, cols, samples), max(bits // 8, 1),
+                        stored_bytes=stored, available=available, compressed=compressed,
+                        what=where)

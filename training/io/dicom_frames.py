@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from training.io.dicom_files import PIXEL_KEYWORDS, _no_pixel_reason
+from training.io.dicom_files import PIXEL_KEYWORDS, _no_pixel_reason, check_pixel_budget
 from training.io.errors import ImageReadError
 
 
@@ -56,6 +56,48 @@ def _spacing(value) -> np.ndarray | None:
     return arr if arr is not None and np.all(arr > 0) else None
 
 
+def _slope(item, keyword: str, path: str) -> float | None:
+    """A rescale slope: None when absent; a present slope must be finite and non-zero
+    (``RescaleSlope = 0`` would make every pixel the intercept)."""
+    raw = item.get(keyword)
+    if raw is None or raw == "":
+        return None
+    value = _first(raw)
+    if value is None or value == 0.0:
+        raise ImageReadError(path, f"{keyword} {str(raw)[:40]!r} is not a finite non-zero number; "
+                                   "the pixel values cannot be computed")
+    return value
+
+
+def _orientation(value, notes: list[str]) -> np.ndarray | None:
+    """ImageOrientationPatient validated: two non-zero, non-parallel direction vectors,
+    normalised to unit length (a length-2 vector would double the spacing). Problems are
+    appended to ``notes``; a degenerate orientation becomes None (treated as missing)."""
+    arr = _floats(value, 6)
+    if arr is None:
+        if value is not None and len(notes) < 3:
+            notes.append("ImageOrientationPatient is not six finite numbers; ignored")
+        return None
+    row, col = arr[:3], arr[3:]
+    nr, nc = float(np.linalg.norm(row)), float(np.linalg.norm(col))
+    if nr < 1e-6 or nc < 1e-6 or np.linalg.norm(np.cross(row / nr, col / nc)) < 1e-3:
+        msg = (f"ImageOrientationPatient {np.round(arr, 4).tolist()} has a zero or parallel "
+               "direction vector; orientation ignored (axial assumed)")
+        if msg not in notes:
+            notes.append(msg)
+        return None
+    if abs(nr - 1.0) > 1e-3 or abs(nc - 1.0) > 1e-3:
+        msg = (f"ImageOrientationPatient vectors have lengths {nr:.4g} and {nc:.4g}, not 1; "
+               "normalised")
+        if msg not in notes:
+            notes.append(msg)
+    if abs(float(np.dot(row / nr, col / nc))) > 1e-2:
+        msg = "ImageOrientationPatient direction vectors are not perpendicular"
+        if msg not in notes:
+            notes.append(msg)
+    return np.concatenate([row / nr, col / nc])
+
+
 def _window_of(item) -> tuple[float, float] | None:
     c, w = _first(item.get("WindowCenter")), _first(item.get("WindowWidth"))
     if c is None or w is None or w <= 0:
@@ -94,6 +136,7 @@ def frames_of(ds, path: str) -> list[_Frame]:
     rows, cols = ds.get("Rows"), ds.get("Columns")
     if not rows or not cols:
         raise ImageReadError(path, "Rows/Columns missing or zero")
+    check_pixel_budget(ds, path)  # before a million frames are listed or anything decoded
     n_frames = int(ds.get("NumberOfFrames", 1) or 1)
     instance = int(_first(ds.get("InstanceNumber")) or 0)
     shared = _seq_item(ds, "SharedFunctionalGroupsSequence")
@@ -102,12 +145,13 @@ def frames_of(ds, path: str) -> list[_Frame]:
     top_ps = _spacing(ds.get("PixelSpacing"))
     if top_ps is None:
         top_ps = _spacing(ds.get("ImagerPixelSpacing"))
-    top_slope = _first(ds.get("RescaleSlope"))
+    top_slope = _slope(ds, "RescaleSlope", path)
     top_inter = _first(ds.get("RescaleIntercept"))
     if "DoseGridScaling" in ds and top_slope is None:
-        top_slope = _first(ds.get("DoseGridScaling"))
+        top_slope = _slope(ds, "DoseGridScaling", path)
     top_pos = _floats(ds.get("ImagePositionPatient"), 3)
-    top_ori = _floats(ds.get("ImageOrientationPatient"), 6)
+    geometry: list[str] = []
+    top_ori = _orientation(ds.get("ImageOrientationPatient"), geometry)
 
     if per_frame_seq is not None or shared is not None:  # enhanced multi-frame
         frames = []
@@ -120,7 +164,7 @@ def frames_of(ds, path: str) -> list[_Frame]:
             voi = _fg(pf, shared, "FrameVOILUTSequence")
             content = _fg(pf, None, "FrameContentSequence")
             ps = _spacing(meas.get("PixelSpacing")) if meas is not None else None
-            slope = _first(pvt.get("RescaleSlope")) if pvt is not None else None
+            slope = _slope(pvt, "RescaleSlope", path) if pvt is not None else None
             inter = _first(pvt.get("RescaleIntercept")) if pvt is not None else None
             extra = {}
             if content is not None:
@@ -136,7 +180,9 @@ def frames_of(ds, path: str) -> list[_Frame]:
                     ds,
                     f,
                     _floats(pos.get("ImagePositionPatient"), 3) if pos is not None else top_pos,
-                    _floats(ori.get("ImageOrientationPatient"), 6) if ori is not None else top_ori,
+                    _orientation(ori.get("ImageOrientationPatient"), geometry)
+                    if ori is not None
+                    else top_ori,
                     tuple(ps)
                     if ps is not None
                     else (tuple(top_ps) if top_ps is not None else None),
@@ -150,6 +196,7 @@ def frames_of(ds, path: str) -> list[_Frame]:
         for fr in frames:
             fr.slope = 1.0 if fr.slope is None else fr.slope
             fr.intercept = 0.0 if fr.intercept is None else fr.intercept
+            fr.extra["geometry"] = geometry
         return frames
 
     slope = 1.0 if top_slope is None else top_slope
@@ -157,7 +204,8 @@ def frames_of(ds, path: str) -> list[_Frame]:
     ps = tuple(top_ps) if top_ps is not None else None
     if n_frames == 1:
         extra = {
-            "thickness": _first(ds.get("SpacingBetweenSlices")) or _first(ds.get("SliceThickness"))
+            "thickness": _first(ds.get("SpacingBetweenSlices")) or _first(ds.get("SliceThickness")),
+            "geometry": geometry,
         }
         return [
             _Frame(path, ds, None, top_pos, top_ori, ps, slope, inter, top_window, instance, extra)
@@ -174,7 +222,7 @@ def frames_of(ds, path: str) -> list[_Frame]:
                 pos = top_pos + normal * offsets[f]
             elif step:
                 pos = top_pos + normal * step * f
-        extra = {"thickness": step, "classic_multiframe": True}
+        extra = {"thickness": step, "classic_multiframe": True, "geometry": geometry}
         frames.append(
             _Frame(path, ds, f, pos, top_ori, ps, slope, inter, top_window, instance, extra)
         )

@@ -111,6 +111,11 @@ def _volume_from_frames(
     decoded: dict,
 ) -> Volume:
     where = group_name
+    for fr in frames:
+        for note in fr.extra.get("geometry", ()):
+            msg = f"{where}: {note}"
+            if msg not in warnings:
+                warnings.append(msg)
     frames, dist, dropped = _order_frames(frames, where, warnings)
     for d in dropped:
         if d.frame is None:

@@ -52,10 +52,12 @@ class PretrainConfig:
     drop_path: float = 0.1
     precision: str = "auto"  # auto | fp32 | bf16 | fp16
     device: str = "auto"
+    threads: int = 0  # CPU threads per process; 0 = $OMP_NUM_THREADS, else the usable CPUs
     seed: int = 0
     num_workers: int = min(8, os.cpu_count() or 1)
     compile: bool = False
     resume: str = ""  # "", "auto", a step-*.pt file or a run folder
+    overwrite: bool = False  # start over in a folder that holds an earlier run
     save_every: int = 1000  # steps; also at every epoch end
     keep_last: int = 3
     log_every: int = 20
@@ -87,9 +89,15 @@ HELP = {
     "drop_path": "stochastic depth rate (linear over the blocks)",
     "precision": "auto = bf16 autocast on GPUs that support it, else fp32; fp16 uses a grad scaler",
     "device": "auto, cuda, mps or cpu (under torchrun each process takes its LOCAL_RANK GPU)",
+    "epochs": "passes over the data",
+    "seed": "seed of initialisation, data order, masks and augmentation",
     "num_workers": "data-loading processes per training process",
+    "threads": "CPU threads per training process (0 = $OMP_NUM_THREADS, else the CPUs this "
+               "process may use); OpenMP waits passively unless $OMP_WAIT_POLICY is set",
     "compile": "torch.compile the model",
     "resume": "'auto' (newest state in OUTPUT/checkpoints), a step-*.pt file, or a run folder",
+    "overwrite": "start over in an --output folder that holds an earlier run (deletes its "
+                 "states, log, samples and model); without it such a folder is refused",
     "save_every": "save the training state every N steps (and at each epoch end)",
     "keep_last": "training states to keep",
     "log_every": "log loss / lr / throughput every N steps",

@@ -26,10 +26,13 @@ from training.pretrain.config import HELP, PretrainConfig, build_parser, parse_a
 from training.pretrain.data import open_dataset
 from training.pretrain.outputs import MetricsLog, _last_loss, save_samples
 from training.pretrain.resume import find_resume, load_state, rng_state, save_state, set_rng_state
+from training.pretrain.run_folder import RunFolderError, last_state_note, prepare_run_folder
 from training.runtime import distributed as D
-from training.runtime.atomic import atomic_write_text
+from training.runtime.atomic import atomic_write_text, no_space_left
 from training.runtime.device import autocast_dtype, default_device_name, flush_denormals
 from training.runtime.optim import WarmupCosine, build_optimizer
+from training.runtime.progress import Progress
+from training.runtime.threads import configure_threads
 from training.weights.checkpoint import save_checkpoint
 
 log = logging.getLogger("training.pretrain")
@@ -61,14 +64,16 @@ def _pretrain(cfg: PretrainConfig, info: D.DistInfo) -> Path | None:
     flush_denormals(device)
     out = Path(cfg.output)
     ckpt_dir = out / "checkpoints"
+    if info.is_main:  # one run per folder; no leftovers of interrupted writes; writable
+        prepare_run_folder(out, cfg.resume, cfg.overwrite)
     torch.manual_seed(cfg.seed + info.rank)
     np.random.seed(cfg.seed + info.rank)
 
     model_cfg = cfg.model_config()
-    prep = Preprocessing(input_size=cfg.input_size)
     unit = model_cfg.mask_unit // model_cfg.patch_size
     units_hw = (cfg.input_size // model_cfg.mask_unit,) * 2
     dataset = open_dataset(cfg.data, cfg.input_size, units_hw[0] * units_hw[1], cfg.seed)
+    prep: Preprocessing = dataset.prep  # what prepare / the image folder applied: into the card
     from training.pretrain.data import EpochSampler
 
     sampler = EpochSampler(len(dataset), info.rank, info.world_size, cfg.seed)
@@ -92,6 +97,7 @@ def _pretrain(cfg: PretrainConfig, info: D.DistInfo) -> Path | None:
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype is torch.float16)
 
     epoch, step_in_epoch, global_step = 0, 0, 0
+    window = None
     resume_path = find_resume(cfg.resume, ckpt_dir) if cfg.resume else None
     if resume_path is not None:
         state = load_state(resume_path)
@@ -101,7 +107,10 @@ def _pretrain(cfg: PretrainConfig, info: D.DistInfo) -> Path | None:
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"][info.rank] if info.rank < len(state["rng"]) else state["rng"][0])
-        epoch, step_in_epoch, global_step = state["epoch"], state["step_in_epoch"], state["global_step"]
+        epoch, step_in_epoch = state["epoch"], state["step_in_epoch"]
+        global_step = state["global_step"]
+        windows = state.get("log_window") or []
+        window = windows[info.rank] if info.rank < len(windows) else None
         if info.is_main:
             log.info("resumed from %s at epoch %d, step %d", resume_path, epoch, global_step)
 
@@ -127,32 +136,41 @@ def _pretrain(cfg: PretrainConfig, info: D.DistInfo) -> Path | None:
                 log.warning("--tensorboard: the tensorboard package is not installed; skipping")
 
     def train_state() -> dict:
-        rngs = [rng_state()]
+        # The open logging window (loss sum and step count since the last log line) travels
+        # with the state, so the first mean logged after a resume is exact.
+        mine = (rng_state(), {"loss_sum": loss_sum.detach().cpu().clone(), "steps": n_window,
+                              "skipped": skipped.detach().cpu().clone()})
+        pairs = [mine]
         if info.enabled:
-            gathered = [None] * info.world_size
-            torch.distributed.all_gather_object(gathered, rngs[0])
-            rngs = gathered
+            pairs = [None] * info.world_size
+            torch.distributed.all_gather_object(pairs, mine)
+        rngs, windows = [p[0] for p in pairs], [p[1] for p in pairs]
         return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": rngs,
+                "log_window": windows,
                 "epoch": epoch, "step_in_epoch": step_in_epoch, "global_step": global_step,
                 "config": dataclasses.asdict(cfg) | {"model_config": model_cfg.to_dict()}}
 
     def checkpoint() -> None:
         state = train_state()  # every rank joins the RNG gather
-        if info.is_main:
-            save_state(ckpt_dir, state, cfg.keep_last)
+        if info.is_main and save_state(ckpt_dir, state, cfg.keep_last) is None:
+            log.error("training continues; the next save will try again (%s)",
+                      last_state_note(ckpt_dir))
 
     total_steps = cfg.epochs * steps_per_epoch
     if cfg.max_steps:
         total_steps = min(total_steps, cfg.max_steps)
     progress = None
-    if info.is_main:
-        from tqdm.auto import tqdm
-        progress = tqdm(total=total_steps, initial=global_step, desc="pretrain", unit="step",
-                        dynamic_ncols=True, disable=None)
+    if info.is_main:  # a bar on a terminal, else a plain log line every 30 s (nohup, clusters)
+        progress = Progress(total_steps, "pretrain", unit="step", initial=global_step, logger=log)
 
     loss_sum = torch.zeros((), device=device)
     skipped = torch.zeros((), device=device)
+    n_window = 0  # steps summed in loss_sum since the last log line
+    if resume_path is not None and window is not None:
+        loss_sum.copy_(window["loss_sum"])
+        skipped.copy_(window["skipped"])
+        n_window = int(window["steps"])
     t_last, n_last = time.perf_counter(), 0
     done = global_step >= total_steps
     while not done and epoch < cfg.epochs:
@@ -168,7 +186,8 @@ def _pretrain(cfg: PretrainConfig, info: D.DistInfo) -> Path | None:
             # Per-step seed: stochastic depth is reproducible after a resume.
             torch.manual_seed(cfg.seed * 1_000_003 + global_step * 1_009 + info.rank)
             last_micro = (step_in_epoch + 1) % cfg.accum_steps == 0
-            sync = contextlib.nullcontext() if (last_micro or not info.enabled) else train_model.no_sync()
+            sync = (contextlib.nullcontext() if (last_micro or not info.enabled)
+                    else train_model.no_sync())
             with sync:
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                     loss, pred, _ = train_model(x, mask=mask)
@@ -183,6 +202,7 @@ def _pretrain(cfg: PretrainConfig, info: D.DistInfo) -> Path | None:
                 optimizer.zero_grad(set_to_none=True)
                 scheduler.step()
             loss_sum += loss.detach()
+            n_window += 1
             global_step += 1
             step_in_epoch += 1
             n_last += x.shape[0] * info.world_size
@@ -190,7 +210,7 @@ def _pretrain(cfg: PretrainConfig, info: D.DistInfo) -> Path | None:
                 progress.update(1)
 
             if global_step % cfg.log_every == 0 or global_step == total_steps:
-                mean_loss = D.all_reduce_mean(loss_sum / ((global_step - 1) % cfg.log_every + 1), info)
+                mean_loss = D.all_reduce_mean(loss_sum / n_window, info)
                 n_skipped = int(D.all_reduce_mean(skipped, info).item() * info.world_size)
                 value = mean_loss.item()
                 if not math.isfinite(value):
@@ -205,14 +225,16 @@ def _pretrain(cfg: PretrainConfig, info: D.DistInfo) -> Path | None:
                     record["gpu_mem_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
                 if info.is_main:
                     metrics.write(record)
-                    progress.set_postfix(loss=f"{value:.4f}", lr=f"{record['lr']:.2e}")
+                    progress.update(0, loss=value, lr=record["lr"], epoch=epoch)
                     if tb is not None:
                         for k in ("loss", "lr", "images_per_s"):
                             tb.add_scalar(k, record[k], global_step)
                 loss_sum.zero_()
+                n_window = 0
                 t_last, n_last = time.perf_counter(), 0
             if info.is_main and cfg.vis_every and global_step % cfg.vis_every == 0:
-                save_samples(out / "samples" / f"step-{global_step:09d}.png", x, mask, pred, model, prep)
+                save_samples(out / "samples" / f"step-{global_step:09d}.png", x, mask, pred,
+                             model, prep)
             if cfg.save_every and global_step % cfg.save_every == 0 and last_micro:
                 checkpoint()
             if cfg.kill_after_step and global_step == cfg.kill_after_step:
@@ -239,7 +261,8 @@ def _pretrain(cfg: PretrainConfig, info: D.DistInfo) -> Path | None:
             provenance={"pretraining": {"data": str(cfg.data), "images": len(dataset),
                                         "modalities": getattr(dataset, "modalities", {}),
                                         "epochs_completed": epoch, "steps": global_step,
-                                        "global_batch": cfg.batch_size * info.world_size * cfg.accum_steps,
+                                        "global_batch": (cfg.batch_size * info.world_size
+                                                         * cfg.accum_steps),
                                         "lr": cfg.lr, "mask_ratio": cfg.mask_ratio},
                         "metrics": {"final_loss": last}})
         log.info("exported pretrained weights to %s", exported)
@@ -251,12 +274,21 @@ def _pretrain(cfg: PretrainConfig, info: D.DistInfo) -> Path | None:
 
 
 def main(argv=None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = parse_args(argv)
+    configure_threads(cfg.threads or None)
     try:
         pretrain(cfg)
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError, RunFolderError) as e:
         log.error("%s", e)
+        return 2
+    except (OSError, RuntimeError) as e:
+        if not no_space_left(e, cfg.output):
+            raise
+        where = getattr(e, "filename", None) or cfg.output
+        log.error("no space left on %s (%s); %s", where, e,
+                  last_state_note(Path(cfg.output) / "checkpoints"))
         return 2
     return 0
 

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -9,19 +11,28 @@ import torch
 
 from training.data.preprocessing import Preprocessing
 from training.models.masking import mask_to_pixels
-from training.runtime.atomic import atomic_path, atomic_write_text
+from training.runtime.atomic import atomic_path
+
+log = logging.getLogger("training.pretrain")
 
 
 class MetricsLog:
-    """JSON lines, one per logged step (rank 0 only). On resume, lines after the resumed
-    step are dropped so the file reads as one uninterrupted run."""
+    """JSON lines, one per logged step (rank 0 only), append-only.
+
+    On resume the file is *truncated* (never rewritten) at the first record after the
+    resumed step, so it reads as one uninterrupted run; a torn last line (a kill mid-write)
+    is dropped. Any other line that is not JSON is an error naming the file and the line.
+    """
 
     def __init__(self, path: Path, resume_step: int | None):
         self.path = path
         if resume_step is not None and path.exists():
-            keep = [ln for ln in path.read_text().splitlines()
-                    if ln.strip() and json.loads(ln).get("step", 0) <= resume_step]
-            atomic_write_text(path, "".join(ln + "\n" for ln in keep))
+            records, offsets, end = read_metrics(path, with_offsets=True)
+            cut = next((off for rec, off in zip(records, offsets, strict=True)
+                        if rec.get("step", 0) > resume_step), end)
+            cut = min(cut, end)
+            if cut < path.stat().st_size:
+                os.truncate(path, cut)
         elif resume_step is None and path.exists():
             path.unlink()
         self.file = open(path, "a")
@@ -32,6 +43,44 @@ class MetricsLog:
 
     def close(self) -> None:
         self.file.close()
+
+
+def read_metrics(path: Path, with_offsets: bool = False):
+    """The records of a metrics log, tolerating a torn last line.
+
+    A record counts once its newline is written (each is written with its newline in one
+    call), so an unterminated or unparsable *last* line is a write cut short by a kill: it
+    is dropped. A bad line anywhere else raises :class:`ValueError` naming the file and line.
+    With ``with_offsets``: ``(records, byte offset of each, end of the last good line)``.
+    """
+    data = Path(path).read_bytes()
+    records, offsets, pos, end = [], [], 0, 0
+    chunks = data.split(b"\n")
+    last_content = max((i for i, c in enumerate(chunks) if c.strip()), default=-1)
+    for i, raw in enumerate(chunks):
+        start, pos = pos, pos + len(raw) + 1
+        if not raw.strip():
+            if i < len(chunks) - 1:
+                end = pos
+            continue
+        terminated = i < len(chunks) - 1
+        try:
+            rec = json.loads(raw) if terminated else None
+            if terminated and not isinstance(rec, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as e:
+            if i == last_content:
+                rec = None
+            else:
+                raise ValueError(f"{path}: line {i + 1} is not a metrics record ({e}); fix or "
+                                 "delete that line") from None
+        if rec is None:
+            log.warning("%s: dropped a torn last line (a write cut short): %.60r", path, raw)
+            break
+        records.append(rec)
+        offsets.append(start)
+        end = pos
+    return (records, offsets, end) if with_offsets else records
 
 
 def save_samples(path: Path, x: torch.Tensor, mask: torch.Tensor, pred: torch.Tensor, model,
@@ -56,5 +105,5 @@ def save_samples(path: Path, x: torch.Tensor, mask: torch.Tensor, pred: torch.Te
 
 
 def _last_loss(path: Path):
-    lines = [ln for ln in path.read_text().splitlines() if ln.strip()] if path.exists() else []
-    return json.loads(lines[-1])["loss"] if lines else None
+    records = read_metrics(path) if path.exists() else []
+    return records[-1].get("loss") if records else None
