@@ -160,7 +160,8 @@ def new_prediction_layer(viewer: napari.Viewer, image_layer, card: ModelCard, li
                  "vismae": {"role": ROLE, "source_image": image_layer.name,
                             "source_id": image_layer.unique_id, "lineage": lineage,
                             "model": card.name, "class_names": list(card.class_names)}})
-    features = {"index": [c["index"] for c in card.classes], "name": [c["name"] for c in card.classes]}
+    features = {"index": [c["index"] for c in card.classes],
+                "name": [c["name"] for c in card.classes]}
     kwargs = {}
     for attr in ("units", "axis_labels"):
         value = getattr(image_layer, attr, None)

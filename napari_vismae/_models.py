@@ -43,6 +43,7 @@ def engine_loaded() -> bool:
 
 def _import_engine() -> None:
     import torch  # noqa: F401
+
     import training.interactive.inference  # noqa: F401
     import training.weights.store  # noqa: F401
 

@@ -268,8 +268,8 @@ class SegmentWidget(Container):
         protected = ""
         corrected, locked = protections(target)
         if corrected or locked:
-            protected = (f"; kept {len(corrected)} corrected slice(s)"
-                         + (f" and locked class(es) {', '.join(map(str, locked))}" if locked else ""))
+            lock = f" and locked class(es) {', '.join(map(str, locked))}" if locked else ""
+            protected = f"; kept {len(corrected)} corrected slice(s){lock}"
         what = ("new layer" if changed is None else f"{changed} voxels changed in")
         undo = "delete the layer to undo" if changed is None else "Ctrl+Z undoes"
         self._status.value = (f"{len(result.slices)} slice(s) in {dt:.1f} s with {card.name}; "
