@@ -56,6 +56,8 @@ BAD_CARDS = {
     "architecture a list": _set("architecture", [1, 2]),
     "preprocessing std 0": _set("preprocessing", "std", 0),
     "provenance a string": _set("provenance", "x"),
+    "class name with a path": _set("classes", 1, "name", "../../etc/passwd"),
+    "class name with a newline": _set("classes", 1, "name", "liver\nspleen"),
 }
 
 

@@ -117,3 +117,11 @@ def test_lineage_names_cannot_leave_the_model_folder(tmp_path, lineage):
     assert d.parent.parent == root.resolve()
     assert not d.parent.name.startswith(".")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["models"]
+
+
+def test_safe_component_never_leaves_one_folder():
+    from training.runtime.atomic import safe_component
+    for name in ["..", ".", "", "/", "../x", "a/b", "\x00", ".hidden", "-", "x" * 500, "ü/../.."]:
+        out = safe_component(name)
+        assert out and out not in (".", "..") and "/" not in out and not out.startswith(".")
+        assert len(out) <= 120

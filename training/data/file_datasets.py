@@ -33,7 +33,8 @@ def _is_nifti(p: Path) -> bool:
 
 
 def read_slice_file(path: str | os.PathLike) -> tuple[np.ndarray, str | None, tuple | None]:
-    """A 2-D image file -> (array, modality, window). PNG/JPG/TIFF, .npy, 2-D NIfTI, one DICOM file."""
+    """A 2-D image file -> (array, modality, window): PNG/JPG/TIFF, .npy, 2-D NIfTI or one
+    DICOM file."""
     p = Path(path)
     if not p.exists():
         raise DataError(f"{p}: file not found")
@@ -151,12 +152,14 @@ class CSVDataset(SliceDataset):
             rows = [{k.strip(): (v or "").strip() for k, v in r.items() if k} for r in reader]
         if "image" not in cols:
             raise DataError(f"{self.csv_path}: needs an 'image' column (found {cols})")
-        inferred = "segmentation" if "mask" in cols else "classification" if "label" in cols else None
+        inferred = ("segmentation" if "mask" in cols
+                    else "classification" if "label" in cols else None)
         if inferred is None:
             raise DataError(f"{self.csv_path}: needs a 'mask' or 'label' column (found {cols})")
         if task is not None and task != inferred:
             raise DataError(f"{self.csv_path}: task {task!r} needs a "
-                            f"{'mask' if task == 'segmentation' else 'label'} column (found {cols})")
+                            f"{'mask' if task == 'segmentation' else 'label'} column "
+                            f"(found {cols})")
         super().__init__(inferred, prep)
         self.modality = modality
         self.rows = []
@@ -251,7 +254,8 @@ class VolumeFolderDataset(SliceDataset):
                 if lab.shape != arr.shape:
                     raise DataError(f"{key}: label volume shape {lab.shape} does not match image "
                                     f"volume shape {arr.shape}")
-                lab = _check_mask(lab.reshape(lab.shape[0], -1), arr.reshape(arr.shape[0], -1).shape,
+                lab = _check_mask(lab.reshape(lab.shape[0], -1),
+                                  arr.reshape(arr.shape[0], -1).shape,
                                   key).reshape(lab.shape)
             v = len(self.volumes)
             self.volumes.append((key, arr, mod or modality, window or win, lab))

@@ -107,7 +107,8 @@ def _pretrain(cfg: PretrainConfig, info: D.DistInfo) -> Path | None:
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"][info.rank] if info.rank < len(state["rng"]) else state["rng"][0])
-        epoch, step_in_epoch, global_step = state["epoch"], state["step_in_epoch"], state["global_step"]
+        epoch, step_in_epoch = state["epoch"], state["step_in_epoch"]
+        global_step = state["global_step"]
         windows = state.get("log_window") or []
         window = windows[info.rank] if info.rank < len(windows) else None
         if info.is_main:
@@ -185,7 +186,8 @@ def _pretrain(cfg: PretrainConfig, info: D.DistInfo) -> Path | None:
             # Per-step seed: stochastic depth is reproducible after a resume.
             torch.manual_seed(cfg.seed * 1_000_003 + global_step * 1_009 + info.rank)
             last_micro = (step_in_epoch + 1) % cfg.accum_steps == 0
-            sync = contextlib.nullcontext() if (last_micro or not info.enabled) else train_model.no_sync()
+            sync = (contextlib.nullcontext() if (last_micro or not info.enabled)
+                    else train_model.no_sync())
             with sync:
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                     loss, pred, _ = train_model(x, mask=mask)
@@ -231,7 +233,8 @@ def _pretrain(cfg: PretrainConfig, info: D.DistInfo) -> Path | None:
                 n_window = 0
                 t_last, n_last = time.perf_counter(), 0
             if info.is_main and cfg.vis_every and global_step % cfg.vis_every == 0:
-                save_samples(out / "samples" / f"step-{global_step:09d}.png", x, mask, pred, model, prep)
+                save_samples(out / "samples" / f"step-{global_step:09d}.png", x, mask, pred,
+                             model, prep)
             if cfg.save_every and global_step % cfg.save_every == 0 and last_micro:
                 checkpoint()
             if cfg.kill_after_step and global_step == cfg.kill_after_step:
@@ -258,7 +261,8 @@ def _pretrain(cfg: PretrainConfig, info: D.DistInfo) -> Path | None:
             provenance={"pretraining": {"data": str(cfg.data), "images": len(dataset),
                                         "modalities": getattr(dataset, "modalities", {}),
                                         "epochs_completed": epoch, "steps": global_step,
-                                        "global_batch": cfg.batch_size * info.world_size * cfg.accum_steps,
+                                        "global_batch": (cfg.batch_size * info.world_size
+                                                         * cfg.accum_steps),
                                         "lr": cfg.lr, "mask_ratio": cfg.mask_ratio},
                         "metrics": {"final_loss": last}})
         log.info("exported pretrained weights to %s", exported)
@@ -270,7 +274,8 @@ def _pretrain(cfg: PretrainConfig, info: D.DistInfo) -> Path | None:
 
 
 def main(argv=None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = parse_args(argv)
     configure_threads(cfg.threads or None)
     try:

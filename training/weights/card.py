@@ -52,7 +52,8 @@ class ModelCard:
     def __post_init__(self):
         if self.task != "mae" and self.num_classes and not self.classes:
             self.classes = default_classes(self.num_classes, self.task)
-        self.provenance.setdefault("created", _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"))
+        self.provenance.setdefault(
+            "created", _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"))
         self.provenance.setdefault("versions", software_versions())
 
     @property

@@ -91,6 +91,8 @@ def validate_card_dict(d, source: str = "model card") -> None:
     name = d["name"]
     if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME:
         errors.append(f"name must be a non-empty text of at most {MAX_NAME} characters")
+    elif any(ord(ch) < 32 for ch in name):
+        errors.append(f"name {name!r:.60} holds a control character")
     task = d["task"]
     if task not in TASKS:
         errors.append(f"task {task!r:.40} is not one of {list(TASKS)}")
@@ -153,6 +155,9 @@ def validate_card_dict(d, source: str = "model card") -> None:
             if not isinstance(cname, str) or not cname.strip() or len(cname) > MAX_NAME:
                 errors.append(f"classes[{i}] needs a non-empty name (at most {MAX_NAME} "
                               "characters)")
+            elif any(ord(ch) < 32 or ch in "/\\" for ch in cname):
+                errors.append(f"classes[{i}].name {cname!r:.60} holds a control character or a "
+                              "path separator")
             if "color" in c and not isinstance(c["color"], (str, list)):
                 errors.append(f"classes[{i}].color must be text like '#E69F00'")
         if _is_int(n) and classes and len(classes) != n:
@@ -162,14 +167,42 @@ def validate_card_dict(d, source: str = "model card") -> None:
                          + (f" (and {len(errors) - 8} more)" if len(errors) > 8 else ""))
 
 
-def expected_shapes(card) -> dict[str, tuple[int, ...]]:
-    """Parameter and buffer shapes of the architecture ``card`` describes, built on the
-    ``meta`` device (no memory); raises :class:`ValueError` if it is too large."""
-    import torch
+def _meta_shapes_mode():
+    """A torch function mode to build a module for its shapes only.
 
+    Not plain ``torch.device("meta")``: initialisers (``normal_``...) and index helpers run
+    on meta tensors through torch's Python references, which import ``torch._dynamo`` and
+    with it triton, whose LLVM segfaults beside Mesa's GL in napari. Here constructors make
+    meta tensors (no memory) except ``arange`` (CPU, for index buffers), and in-place
+    operations on meta tensors are skipped (there is nothing to initialise).
+    """
+    import torch
+    from torch.overrides import TorchFunctionMode
+    from torch.utils._device import _device_constructors
+
+    class MetaShapes(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            kwargs = dict(kwargs or {})
+            name = getattr(func, "__name__", "")
+            if func in _device_constructors() and kwargs.get("device") is None:
+                kwargs["device"] = "cpu" if name == "arange" else "meta"
+            elif name.endswith("_") and not name.startswith("_"):
+                first = next((a for a in (*args, *kwargs.values())
+                              if isinstance(a, torch.Tensor)), None)
+                if first is not None and first.is_meta:
+                    return first
+            return func(*args, **kwargs)
+
+    return MetaShapes()
+
+
+def expected_shapes(card) -> dict[str, tuple[int, ...]]:
+    """Parameter and buffer shapes of the architecture ``card`` describes, built with meta
+    tensors (no memory; see :func:`_meta_shapes_mode`); raises :class:`ValueError` if it is
+    too large."""
     from training.models import build_model
 
-    with torch.device("meta"):
+    with _meta_shapes_mode():
         model = build_model(card.task, card.config, num_classes=card.num_classes)
     n = sum(p.numel() for p in model.parameters())
     if n > max_params():

@@ -78,7 +78,8 @@ class VersionStore:
         entry = next((e for e in self.versions(lineage) if e.path.name == version), None)
         if entry is None:
             raise KeyError(f"{lineage} has no version {version!r}")
-        atomic_write_text(self.lineage_dir(lineage) / ACTIVE, json.dumps({"active": version}) + "\n")
+        atomic_write_text(self.lineage_dir(lineage) / ACTIVE,
+                          json.dumps({"active": version}) + "\n")
         return entry
 
     def add_version(self, model: nn.Module, card: ModelCard, lineage: str,
