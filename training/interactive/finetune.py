@@ -137,6 +137,11 @@ def child_main(work: str, conn, stop_event) -> None:
     """Entry point of the spawned process: events and the result go through ``conn``; an
     exception becomes ``{'kind': 'error', 'message', 'traceback'}``."""
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if hasattr(os, "nice"):  # training yields the CPU to napari's GUI thread
+        try:
+            os.nice(10)
+        except OSError:
+            pass
     try:
         run_job(work, conn.send, stop_event)
     except BaseException as e:  # noqa: BLE001 - reported to the GUI, then the process ends
