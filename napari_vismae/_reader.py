@@ -95,6 +95,9 @@ def volume_to_layer_data(vol: Volume) -> tuple[Any, dict, str]:
         names = meta.get("label_names")
         if names:
             kwargs["features"] = {"index": [0, *names], "name": ["background", *names.values()]}
+        colors = meta.get("label_colors")  # DICOM-SEG / NIfTI label table colours
+        if colors:
+            kwargs["colormap"] = {0: (0, 0, 0, 0), **{int(k): tuple(c) for k, c in colors.items()}}
         return vol.array, kwargs, "labels"
     if vol.rgb:
         kwargs["rgb"] = True

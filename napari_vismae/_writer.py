@@ -81,25 +81,8 @@ def _spatial_labels(data) -> np.ndarray:
     return a[(0,) * (a.ndim - 3)] if a.ndim > 3 else a
 
 
-def write_labels_nifti(path: str, data: Any, attributes: dict) -> list[str]:
-    ref = find_reference(data, attributes)
-    if ref is None:
-        writers.write_labels_nifti(
-            path, _spatial_labels(data), affine=_fallback_affine(data, attributes)
-        )
-    else:
-        writers.write_labels_nifti(path, _spatial_labels(data), ref)
-    return [path]
-
-
-def write_labels_dicom_seg(path: str, data: Any, attributes: dict) -> list[str]:
-    ref = find_reference(data, attributes)
-    if ref is None or not ref.get("dicom_headers"):
-        raise ImageWriteError(
-            path,
-            "DICOM-SEG needs the DICOM image these labels were drawn on "
-            "to be open in the viewer (read with napari-vismae)",
-        )
+def _names_and_colours(data: Any, attributes: dict) -> tuple[dict, dict]:
+    """Class names (metadata, features) and RGB colours (the layer's colormap) of the labels."""
     meta = attributes.get("metadata") or {}
     names = dict(meta.get("label_names") or {})
     feats = attributes.get("features")
@@ -116,13 +99,44 @@ def write_labels_dicom_seg(path: str, data: Any, attributes: dict) -> list[str]:
         pass
     colours = {}
     cmap = attributes.get("colormap")
-    values = [int(v) for v in np.unique(np.asarray(data)) if v != 0]
+    values = sorted({int(v) for v in np.unique(np.asarray(data)) if v != 0} | set(names))
     if cmap is not None and hasattr(cmap, "map"):
         try:
             rgba = np.asarray(cmap.map(np.asarray(values)))
             colours = {v: tuple(rgba[i, :3]) for i, v in enumerate(values)}
         except Exception:  # noqa: BLE001
             colours = {}
+    vismae = meta.get("vismae") if isinstance(meta.get("vismae"), dict) else {}
+    for k, rgba in (vismae.get("hidden_classes") or {}).items():  # hidden in the segment table
+        if int(k) in values:
+            colours[int(k)] = tuple(rgba[:3])
+    return names, colours
+
+
+def write_labels_nifti(path: str, data: Any, attributes: dict) -> list[str]:
+    ref = find_reference(data, attributes)
+    names, colours = _names_and_colours(data, attributes)  # -> <name>.label.txt (ITK-SNAP)
+    if ref is None:
+        writers.write_labels_nifti(
+            path, _spatial_labels(data), affine=_fallback_affine(data, attributes),
+            segment_names=names, colors=colours,
+        )
+    else:
+        writers.write_labels_nifti(path, _spatial_labels(data), ref, segment_names=names,
+                                   colors=colours)
+    return [path]
+
+
+def write_labels_dicom_seg(path: str, data: Any, attributes: dict) -> list[str]:
+    ref = find_reference(data, attributes)
+    if ref is None or not ref.get("dicom_headers"):
+        raise ImageWriteError(
+            path,
+            "DICOM-SEG needs the DICOM image these labels were drawn on "
+            "to be open in the viewer (read with napari-vismae)",
+        )
+    meta = attributes.get("metadata") or {}
+    names, colours = _names_and_colours(data, attributes)
     writers.write_labels_dicom_seg(
         path,
         _spatial_labels(data),

@@ -95,6 +95,7 @@ def install(src: Path, name: str, description: str) -> None:
 
     model, card = load_checkpoint(src)
     card.name, card.description = name, description
+    card.domain = {"modalities": ["CT"], "body_regions": ["abdomen"]}  # synthetic abdominal CT
     card.provenance["built_by"] = "scripts/build_builtin_models.py"
     path = save_checkpoint(model, PACKAGE_MODELS / name, card, overwrite=True, dtype=torch.float16)
     print(f"installed {path}: {json.dumps(card.provenance.get('metrics', {}))[:300]}")

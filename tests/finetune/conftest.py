@@ -1,10 +1,7 @@
 import pytest
 import torch
 
-torch.set_flush_denormal(True)  # before the thread pool starts (see training.finetune.setup_runtime)
-# One thread: on a shared 2-core runner, OpenMP threads spinning against other processes
-# slowed steps up to 50x in our measurements; one thread keeps the timing predictable.
-torch.set_num_threads(1)
+torch.set_flush_denormal(True)  # denormals slow CPU kernels up to 10x (training.runtime.device)
 
 
 @pytest.fixture(scope="session")

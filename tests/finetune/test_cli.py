@@ -41,7 +41,8 @@ def test_finetune_then_evaluate_cli(tmp_path, capsys):
 
 
 def test_cli_errors_are_clear(tmp_path, capsys):
-    rc = finetune.main(["--task", "segmentation", "--num-classes", "3", "--out", str(tmp_path / "x"), "--preset",
+    rc = finetune.main(["--task", "segmentation", "--num-classes", "3",
+                        "--out", str(tmp_path / "x"), "--preset",
                         "tiny"])
     assert rc == 2 and "data source" in capsys.readouterr().err
     rc = finetune.main(["--task", "segmentation", "--train-csv", str(tmp_path / "no.csv"),

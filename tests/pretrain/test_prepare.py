@@ -7,11 +7,12 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from training.data.preprocessing import Preprocessing
 from training.models import build_model
 from training.pretrain import prepare as prep_mod
 from training.pretrain.data import ShardDataset
 from training.pretrain.prepare import prepare
-from training.weights.checkpoint import init_from_checkpoint
+from training.weights.checkpoint import init_from_checkpoint, read_model_card
 
 from ..io.factory import make_series
 from .conftest import BASE, read_losses, run_pretrain
@@ -34,7 +35,9 @@ def mixed_tree(tmp_path):
 
 def test_mixed_tree_to_shards(mixed_tree, tmp_path):
     out = tmp_path / "shards"
-    m = prepare(mixed_tree, out, size=32, shard_size=5, workers=1)
+    header = Preprocessing(ct_window=None)  # each file's own window (the CT series: 300/1000)
+    m = prepare(mixed_tree, out, size=32, shard_size=5, workers=1, prep=header)
+    assert m["preprocessing"] == Preprocessing(input_size=32, ct_window=None).to_dict()
     assert m["counts_per_modality"] == {"CT": 6, "MR": 4, "OT": 4}  # NIfTI 3 + PNG 1: "OT"
     assert m["total_images"] == 14 == sum(s["count"] for s in m["shards"])
     assert [s["path"].endswith("corrupt.dcm") for s in m["skipped"]] == [True]
@@ -47,6 +50,15 @@ def test_mixed_tree_to_shards(mixed_tree, tmp_path):
     assert manifest == m
 
 
+def test_default_ct_window_is_the_model_card_default(mixed_tree, tmp_path):
+    m = prepare(mixed_tree, tmp_path / "shards", size=32, shard_size=5)
+    # HU k*100 + 0..96 through 40/400 ([-160, 240] HU): slices 3-5 are all white, so blank
+    assert m["counts_per_modality"]["CT"] == 3
+    assert Preprocessing.from_dict(m["preprocessing"]) == Preprocessing(input_size=32)
+    with pytest.raises(SystemExit, match="other preprocessing"):  # resuming with other options
+        prepare(mixed_tree, tmp_path / "shards", size=32, prep=Preprocessing(ct_window=None))
+
+
 def test_interrupted_prepare_resumes_without_redoing_files(mixed_tree, tmp_path, monkeypatch):
     full = prepare(mixed_tree, tmp_path / "full", size=32, shard_size=5)
     calls = []
@@ -54,7 +66,7 @@ def test_interrupted_prepare_resumes_without_redoing_files(mixed_tree, tmp_path,
 
     def flaky(path, *a):
         calls.append(path)
-        if len(calls) == 9:
+        if len(calls) == 5:  # sources: scan.nii.gz, xray.png, corrupt.dcm, ct/, mr/
             raise KeyboardInterrupt
         return real(path, *a)
     monkeypatch.setattr(prep_mod, "process_file", flaky)
@@ -74,7 +86,7 @@ def test_interrupted_prepare_resumes_without_redoing_files(mixed_tree, tmp_path,
 
 def test_prepare_pretrain_export_segment(mixed_tree, tmp_path):
     shards = tmp_path / "shards"
-    prepare(mixed_tree, shards, size=64, shard_size=8)
+    prepare(mixed_tree, shards, size=64, shard_size=8, prep=Preprocessing(ct_window=None))
     run = tmp_path / "run"
     run_pretrain(BASE + ["--data", str(shards), "--output", str(run), "--epochs", "2",
                          "--batch-size", "4"])
@@ -82,6 +94,9 @@ def test_prepare_pretrain_export_segment(mixed_tree, tmp_path):
     seg = build_model("segmentation", "tiny", num_classes=2, img_size=64)
     report = init_from_checkpoint(seg, run / "model")
     assert report.loaded and not report.mismatched
+    # the exported card records exactly the preprocessing the shards were made with
+    card = read_model_card(run / "model")
+    assert card.prep == Preprocessing(input_size=64, ct_window=None)
 
 
 def test_cli_reports_and_rejects_bad_window(mixed_tree, tmp_path, capsys):

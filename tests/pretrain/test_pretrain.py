@@ -63,11 +63,12 @@ def test_two_process_ddp_equals_one_process_with_double_batch(image_folder, tmp_
     common = BASE + ["--data", str(image_folder), "--epochs", "2", "--device", "cpu"]
     one, two = tmp_path / "one", tmp_path / "two"
     run_pretrain(common + ["--output", str(one), "--batch-size", "8"])
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                "--nproc_per_node", "2"]
     run_pretrain(common + ["--output", str(two), "--batch-size", "4"], launcher=torchrun)
     l1, l2 = read_losses(one), read_losses(two)
     assert [s for s, _ in l1] == [s for s, _ in l2] and len(l1) == 6
-    for (_, a), (_, b) in zip(l1, l2):
+    for (_, a), (_, b) in zip(l1, l2, strict=True):
         assert abs(a - b) < 1e-4
     w1, w2 = (load_file(r / "model" / "model.safetensors") for r in (one, two))
     for k in w1:

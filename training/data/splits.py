@@ -82,7 +82,8 @@ def holdout_split(n: int, fraction: float, seed: int = 0, groups: Sequence | Non
 
 
 def label_fraction_subsets(indices: Sequence[int] | int, fractions: Sequence[float],
-                           seed: int = 0, groups: Sequence | None = None) -> dict[float, np.ndarray]:
+                           seed: int = 0, groups: Sequence | None = None
+                           ) -> dict[float, np.ndarray]:
     """Nested subsets of ``indices`` for each fraction (0 < f <= 1), seeded.
 
     One permutation of the (groups of) items is drawn; the subset for ``f``

@@ -1,4 +1,5 @@
-"""Deterministic CT-like phantoms with label maps: for tests, demo models and the label-efficiency study.
+"""Deterministic CT-like phantoms with label maps: for tests, demo models and the
+label-efficiency study.
 
 Each *case* is a seeded random abdomen: an elliptical body with a
 subcutaneous fat layer and muscle, liver, spleen, two kidneys, a vertebra
@@ -50,7 +51,8 @@ CT_WINDOW = (40.0, 400.0)  # abdomen window (center, width)
 
 @dataclass
 class _Shape:
-    """An ellipsoid-like organ: centre/semi-axes in normalised coordinates, harmonics for the outline."""
+    """An ellipsoid-like organ: centre/semi-axes in normalised coordinates, harmonics for the
+    outline."""
 
     cx: float
     cy: float
@@ -168,7 +170,8 @@ def _finish(clean: np.ndarray, rng: np.random.Generator, noise_hu: float, blur_p
 def make_volume(seed: int, shape: tuple[int, int, int] = (24, 128, 128),
                 spacing: tuple[float, float, float] = (5.0, 2.5, 2.5), noise_hu: float = 12.0,
                 blur_px: float = 0.7, lesion: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """A phantom volume: (HU float32 (z, y, x), labels uint8 (z, y, x)); ``spacing`` in mm (z, y, x).
+    """A phantom volume: (HU float32 (z, y, x), labels uint8 (z, y, x)); ``spacing`` in mm
+    (z, y, x).
 
     The slices span z in [-0.95, 0.95] of the case, top of the abdomen last.
     ``spacing`` only matters for the files written later (the anatomy is
@@ -178,7 +181,7 @@ def make_volume(seed: int, shape: tuple[int, int, int] = (24, 128, 128),
     rng = np.random.default_rng([seed, 7])
     nz, h, w = shape
     zs = np.linspace(-0.95, 0.95, nz) if nz > 1 else np.array([0.2])
-    imgs, labs = zip(*(case.render(float(z), (h, w)) for z in zs))
+    imgs, labs = zip(*(case.render(float(z), (h, w)) for z in zs), strict=False)
     clean = np.stack(imgs)
     blurred = np.stack([gaussian_filter(s, blur_px) for s in clean]) if blur_px > 0 else clean
     vol = (blurred + rng.normal(0, noise_hu, clean.shape)).astype(np.float32)
@@ -303,7 +306,8 @@ def write_dicom_series(volume_hu: np.ndarray, directory: str | os.PathLike,
         vol = vol[None]
     stored = np.clip(np.round(vol) + 1024, 0, 65535).astype(np.uint16)
     ent = [f"napari-vismae-phantom-{seed}"]
-    study, series = generate_uid(entropy_srcs=ent + ["study"]), generate_uid(entropy_srcs=ent + ["series"])
+    study = generate_uid(entropy_srcs=ent + ["study"])
+    series = generate_uid(entropy_srcs=ent + ["series"])
     frame = generate_uid(entropy_srcs=ent + ["frame"])
     paths = []
     for k in range(vol.shape[0]):
@@ -341,7 +345,8 @@ def write_dicom_series(volume_hu: np.ndarray, directory: str | os.PathLike,
 
 def write_case(seed: int, directory: str | os.PathLike, shape=(24, 128, 128),
                spacing=(5.0, 2.5, 2.5), dicom: bool = True, nifti: bool = True) -> dict:
-    """A phantom case on disk: ``images/case{seed}.nii.gz``, ``dicom/case{seed}/``, ``labels/case{seed}.nii.gz``."""
+    """A phantom case on disk: ``images/case{seed}.nii.gz``, ``dicom/case{seed}/``,
+    ``labels/case{seed}.nii.gz``."""
     d = Path(directory)
     vol, lab = make_volume(seed, shape, spacing)
     name = f"case{seed:04d}"

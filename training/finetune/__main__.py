@@ -1,7 +1,12 @@
 """``python -m training.finetune``: fine-tune VIS-MAE for segmentation or classification."""
 import sys
 
-from training.finetune.cli import main
+from training.runtime.threads import configure_threads
+
+if __name__ == "__main__":  # before torch loads: passive OpenMP waiting, --threads or all CPUs
+    configure_threads(argv=sys.argv[1:])
+
+from training.finetune.cli import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -20,7 +20,10 @@ from training.data.datasets import (
 from training.data.preprocessing import Preprocessing
 from training.finetune.engine import MODES, FinetuneConfig, build_finetune_model
 from training.finetune.runner import finetune, make_classes
+from training.runtime.atomic import check_writable
 from training.runtime.device import default_device_name, flush_denormals
+from training.runtime.progress import ensure_logging
+from training.runtime.threads import THREADS_HELP, configure_threads
 
 
 # -- CLI plumbing (shared with training.evaluate) -----------------------------------------------
@@ -56,7 +59,10 @@ def add_data_args(p: argparse.ArgumentParser, evaluate: bool = False) -> None:
     g.add_argument("--modality", help="modality of files without a header (NIfTI, PNG): "
                                       "'CT' applies the HU window")
     g.add_argument("--ct-window", type=float, nargs=2, metavar=("CENTER", "WIDTH"),
-                   help="CT window in HU, when the DICOM header has none")
+                   help="CT window in HU for every image (default: the card's; 40 400 "
+                        "without one)")
+    g.add_argument("--percentile-scope", choices=("slice", "volume"),
+                   help="non-CT images: percentiles over each slice or each volume")
     g.add_argument("--mean", type=float, help="standardisation mean after 0-1 scaling")
     g.add_argument("--std", type=float, help="standardisation std after 0-1 scaling")
 
@@ -85,14 +91,16 @@ def add_train_args(p: argparse.ArgumentParser, for_cv: bool = False) -> None:
                         "(incl. bottleneck), train decoder, skips and head; head: train only the "
                         "final layer (segmentation: final patch expanding + 1x1 head; "
                         "classification: norm + linear head)")
-    g.add_argument("--epochs", type=int, default=d.epochs)
+    g.add_argument("--epochs", type=int, default=d.epochs, help="passes over the training set")
     g.add_argument("--steps-per-epoch", type=int, help="fixed steps per epoch (small datasets "
                    "are recycled); default: one pass over the data")
-    g.add_argument("--batch-size", type=int, default=d.batch_size)
+    g.add_argument("--batch-size", type=int, default=d.batch_size, help="images per step")
     g.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (absolute)")
     g.add_argument("--min-lr", type=float, default=d.min_lr, help="final learning rate")
-    g.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    g.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs)
+    g.add_argument("--weight-decay", type=float, default=d.weight_decay,
+                   help="AdamW weight decay (not on norms and biases)")
+    g.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs,
+                   help="linear learning-rate warm-up, in epochs (then cosine decay)")
     g.add_argument("--no-augment", action="store_true",
                    help="disable rot90/flip, small affine and intensity jitter")
     g.add_argument("--ce-weight", type=float, default=d.ce_weight,
@@ -104,27 +112,44 @@ def add_train_args(p: argparse.ArgumentParser, for_cv: bool = False) -> None:
                         "classes like the official code")
     g.add_argument("--grad-clip", type=float, help="clip the gradient norm")
     g.add_argument("--val-every", type=int, default=d.val_every, help="validate every N epochs")
-    g.add_argument("--seed", type=int, default=d.seed)
+    g.add_argument("--seed", type=int, default=d.seed,
+                   help="seed of initialisation, order, augmentation and hold-out split")
     g = p.add_argument_group("runtime")
-    g.add_argument("--device", default=default_device_name())
-    g.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's)")
+    g.add_argument("--device", default=default_device_name(),
+                   help="cpu, cuda, cuda:N or mps (default: cuda where a GPU is present)")
+    g.add_argument("--threads", type=int, help=THREADS_HELP)
     if not for_cv:
         g.add_argument("--out", required=True, help="output folder: best/ and last/ checkpoints, "
                        "log.jsonl, train_state.pt, summary.json")
         g.add_argument("--name", help="model name for the model card")
         g.add_argument("--resume", action="store_true", help="continue the run in --out")
-    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g.add_argument("--no-progress", action="store_true",
+                   help="no progress bar or per-epoch lines (errors are still printed)")
 
 
 def setup_runtime(args=None) -> None:
-    """Flush denormals (they slow CPU kernels up to 10x) and set the thread count."""
+    """Flush denormals (they slow CPU kernels up to 10x), set the thread count, log plainly."""
+    configure_threads(getattr(args, "threads", None))
     flush_denormals("cpu")
-    if getattr(args, "threads", None):
-        torch.set_num_threads(args.threads)
+    ensure_logging()
 
 
 def prep_from_args(args, base: Preprocessing | None) -> Preprocessing:
     """The model card's preprocessing (or the default), with command-line overrides."""
+    return prep_and_origin(args, base, "")[0]
+
+
+def prep_and_origin(args, base: Preprocessing | None, parent: str) -> tuple[Preprocessing, dict]:
+    """-> (preprocessing, its origin for the model card): the parent's card (``inherited``) or
+    the default (random init), and every field the command line overrode."""
+    prep = _prep_with_overrides(args, base)
+    origin = {"from": f"parent: {parent}" if base is not None else "default (no parent card)",
+              "overridden": {k: {"parent" if base is not None else "default": a, "used": b}
+                             for k, (a, b) in prep.changes_from(base or Preprocessing()).items()}}
+    return prep, origin
+
+
+def _prep_with_overrides(args, base: Preprocessing | None) -> Preprocessing:
     prep = base or Preprocessing()
     changes = {}
     if args.input_size:
@@ -137,13 +162,16 @@ def prep_from_args(args, base: Preprocessing | None) -> Preprocessing:
         changes["mean"] = args.mean
     if args.std is not None:
         changes["std"] = args.std
+    if getattr(args, "percentile_scope", None):
+        changes["percentile_scope"] = args.percentile_scope
     if getattr(args, "synthetic", None) and not args.modality:
         changes["modality"] = "CT"
     return dataclasses.replace(prep, **changes) if changes else prep
 
 
 def class_info(args, task: str, num_classes: int | None):
-    """-> (class names or None, colours or None) from the arguments (synthetic data: its classes)."""
+    """-> (class names or None, colours or None) from the arguments (synthetic data: its
+    classes)."""
     names, colors = getattr(args, "class_names", None), getattr(args, "class_colors", None)
     if getattr(args, "synthetic", None) and not names:
         from training.data.synthetic import CLASSES, CLS_CLASSES
@@ -244,9 +272,9 @@ def train_config_from_args(args) -> FinetuneConfig:
 
 def make_model_factory(args, cfg: FinetuneConfig):
     """-> (factory() -> (model, finetune-kwargs), preprocessing) for the CLI and CV."""
-    _, _, parent_prep, _ = build_finetune_model(cfg.task, cfg.num_classes, args.init,
-                                                args.preset, args.encoder_only)
-    prep = prep_from_args(args, parent_prep)
+    _, _, parent_prep, parent_name = build_finetune_model(cfg.task, cfg.num_classes, args.init,
+                                                          args.preset, args.encoder_only)
+    prep, origin = prep_and_origin(args, parent_prep, parent_name)
     names, colors = class_info(args, cfg.task, cfg.num_classes)
     classes = make_classes(names, cfg.num_classes, cfg.task, colors)
 
@@ -256,7 +284,7 @@ def make_model_factory(args, cfg: FinetuneConfig):
                                                          args.preset, args.encoder_only)
         return model, {"classes": classes, "parent": parent,
                        "transfer": report.to_dict() if report else None,
-                       "progress": not args.no_progress}
+                       "progress": not args.no_progress, "preprocessing_origin": origin}
 
     return factory, prep
 
@@ -280,6 +308,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_runtime(args)
     try:
+        check_writable(args.out, "--out folder")  # before any work, not after training
         cfg = train_config_from_args(args)
         factory, prep = make_model_factory(args, cfg)
         torch.manual_seed(cfg.seed)
@@ -291,10 +320,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"{len(t['mismatched'])}", file=sys.stderr)
         else:
             print(f"random init ({args.preset})", file=sys.stderr)
+        origin = meta["preprocessing_origin"]
+        print(f"preprocessing ({origin['from']}"
+              + (f"; overridden: {', '.join(origin['overridden'])}" if origin["overridden"]
+                 else "") + f"): {prep.describe()}", file=sys.stderr)
         data = datasets_from_args(args, cfg.task, prep, cfg.num_classes, purpose="train")
         summary = finetune(model, data["train"], data.get("val"), cfg, args.out,
                            name=args.name or Path(args.out).name, resume=args.resume, **meta)
-    except (DataError, ValueError, FileExistsError, FileNotFoundError, FloatingPointError) as e:
+    except (DataError, ValueError, FileExistsError, FileNotFoundError, FloatingPointError,
+            PermissionError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

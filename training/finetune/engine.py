@@ -1,10 +1,5 @@
-"""Fine-tune VIS-MAE for segmentation or classification (headless, and the napari plugin's engine).
-
-    python -m training.finetune --task segmentation --init mae_ckpt/ --csv-dir csvs --fold 1 \\
-        --num-classes 5 --out runs/seg
-    python -m training.finetune --task segmentation --synthetic 200 --preset tiny --out runs/demo
-
-Three layers:
+"""The fine-tuning engine, headless and behind the napari plugin: the step generator and
+predict-and-score.
 
 * :func:`finetune_steps` is a generator: it trains ``model`` in place and
   yields ``{'kind': 'step', ...}`` after every optimizer step and
@@ -12,17 +7,17 @@ Three layers:
   ``is_best``); it ends with ``{'kind': 'done'}``, or ``{'kind': 'stopped'}``
   as soon as ``stop_event.is_set()`` (a :class:`threading.Event`), leaving the
   model as trained so far. The GUI drives it from a worker thread.
-* :func:`finetune` consumes it: tqdm progress, a JSON-lines log, atomic
-  ``last``/``best`` checkpoints (our format, with class names and colours in
-  the model card) and ``train_state.pt`` for ``--resume``.
-* :func:`main` is the CLI.
+* :func:`training.finetune.runner.finetune` consumes it: progress, a JSON-lines log, atomic
+  ``last``/``best`` checkpoints (our format, with class names and colours in the model card)
+  and ``train_state.pt`` for ``--resume``.
+* :mod:`training.finetune.cli` is ``python -m training.finetune``.
 
 Recipe (official code unless noted): AdamW (betas 0.9/0.95, wd 0.05, no decay
 on norms/biases: ours), per-step linear warm-up + cosine, segmentation loss
 0.4·CE + 0.6·Dice (:mod:`training.finetune.losses`), classification CE, best
 checkpoint by validation Dice (segmentation) or validation loss
 (classification). Preprocessing comes from the initialising checkpoint's
-model card, so it is identical to pretraining and inference.
+model card (unless overridden), so it is identical to pretraining and inference.
 """
 from __future__ import annotations
 
@@ -39,9 +34,7 @@ import torch
 from torch import nn
 
 from training.data.augment import AugmentConfig, augment_batch
-from training.data.datasets import (
-    SliceDataset,
-)
+from training.data.datasets import SliceDataset
 from training.data.preprocessing import Preprocessing, to_model_input
 from training.finetune.losses import DiceCELoss
 from training.finetune.metrics import SegmentationMeter, classification_metrics
@@ -396,7 +389,7 @@ def predict_and_score(model: nn.Module, dataset: SliceDataset, task: str,
         cn = list(class_names or [f"class {i}" for i in range(p.shape[1])])
         res["rows"] = [{"image": n, "ground_truth": int(g), "prediction": int(q.argmax()),
                         **{f"prob_{cn[c]}": float(q[c]) for c in range(p.shape[1])}}
-                       for n, g, q in zip(names, t, p)]
+                       for n, g, q in zip(names, t, p, strict=False)]
     if loss_fn is not None:
         res["loss"] = float(np.average(losses, weights=weights))
     return res

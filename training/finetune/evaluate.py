@@ -78,7 +78,7 @@ def headline(res: dict, task: str) -> str:
             f"accuracy {res['accuracy']:.4f} over {res['num_samples']} samples")
 
 
-# -- cross-validation -------------------------------------------------------------------------------
+# -- cross-validation ----------------------------------------------------------------------
 def cross_validate(make_model, dataset: SliceDataset, cfg, k: int | None = None, seed: int = 0,
                    out_dir: str | os.PathLike | None = None, class_names=None,
                    progress: bool = True) -> dict:
@@ -128,7 +128,7 @@ def cross_validate(make_model, dataset: SliceDataset, cfg, k: int | None = None,
     return summary
 
 
-# -- CLI ---------------------------------------------------------------------------------------------
+# -- CLI -----------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(

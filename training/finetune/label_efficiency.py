@@ -33,6 +33,8 @@ import torch
 
 from training.data.preprocessing import Preprocessing, to_model_input
 from training.runtime.atomic import atomic_write_text
+from training.runtime.progress import Progress
+from training.runtime.threads import THREADS_HELP, configure_threads
 
 FRACTIONS = (0.05, 0.10, 0.25, 0.50, 0.80, 1.00)
 
@@ -71,8 +73,6 @@ def pretrain_quick(model, images: torch.Tensor, steps: int, prep: Preprocessing,
     ``images``: (N, 1, S, S) in [0, 1]. Random horizontal flips, AdamW (0.9, 0.95),
     warm-up + cosine, the model's own random window masking. Returns the losses.
     """
-    from tqdm.auto import tqdm
-
     from training.runtime.device import flush_denormals
     from training.runtime.optim import WarmupCosine, build_optimizer
 
@@ -84,7 +84,8 @@ def pretrain_quick(model, images: torch.Tensor, steps: int, prep: Preprocessing,
     n = images.shape[0]
     order: list[int] = []
     losses = []
-    for _ in tqdm(range(steps), disable=not progress, desc="MAE pretraining", dynamic_ncols=True):
+    bar = Progress(steps, "MAE pretraining", unit="step", enabled=progress)
+    for _ in range(steps):
         if len(order) < batch_size:
             order += torch.randperm(n, generator=g).tolist()
         idx, order = order[:batch_size], order[batch_size:]
@@ -99,6 +100,8 @@ def pretrain_quick(model, images: torch.Tensor, steps: int, prep: Preprocessing,
         opt.step()
         sched.step()
         losses.append(loss.item())
+        bar.update(1, loss=losses[-1])
+    bar.close()
     model.eval()
     return losses
 
@@ -143,7 +146,7 @@ def run_study(cfg: StudyConfig, out_dir: str | Path, work_dir: str | Path | None
 
     t_start = time.perf_counter()
     if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+        configure_threads(cfg.threads)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     work = Path(work_dir) if work_dir else out / "_work"
@@ -274,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m training.label_efficiency",
         description="Label-efficiency study (paper Fig. 2/3): fine-tune segmentation from MAE "
-                    "weights and from random init on nested 5-100%% subsets of the labelled "
+                    "weights and from random init on nested 5-100% subsets of the labelled "
                     "data; score all on one held-out test set; write CSV + plot.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--quick", action="store_true", help="synthetic phantoms, pretrain a small "
@@ -287,17 +290,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-csv", help="fixed held-out test CSV")
     p.add_argument("--num-classes", type=int, help="classes incl. background (with CSVs)")
     p.add_argument("--modality", help="modality of the CSV images ('CT' applies the window)")
-    p.add_argument("--fractions", type=float, nargs="+", default=list(FRACTIONS))
-    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--fractions", type=float, nargs="+", default=list(FRACTIONS),
+                   help="fractions of the labelled pool to fine-tune on (nested subsets)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0],
+                   help="repeat the study with these seeds (subsets, init, order)")
     p.add_argument("--preset", default=QUICK.preset, help="architecture for random init "
                    "and the quick MAE")
-    p.add_argument("--input-size", type=int, default=QUICK.input_size)
-    p.add_argument("--pretrain-steps", type=int, default=QUICK.pretrain_steps)
+    p.add_argument("--input-size", type=int, default=QUICK.input_size,
+                   help="model input side in pixels (multiple of 32)")
+    p.add_argument("--pretrain-steps", type=int, default=QUICK.pretrain_steps,
+                   help="MAE pretraining steps of the quick study (without --init)")
     p.add_argument("--finetune-steps", type=int, default=QUICK.finetune_steps,
                    help="optimizer steps per fine-tuning run (same for every fraction)")
-    p.add_argument("--batch-size", type=int, default=QUICK.finetune_batch)
-    p.add_argument("--lr", type=float, default=QUICK.finetune_lr)
-    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--batch-size", type=int, default=QUICK.finetune_batch,
+                   help="fine-tuning batch size")
+    p.add_argument("--lr", type=float, default=QUICK.finetune_lr,
+                   help="fine-tuning peak learning rate")
+    p.add_argument("--threads", type=int, help=THREADS_HELP)
     return p
 
 
@@ -336,7 +345,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     for init, pts in summarize(rows).items():
         print(init.ljust(7), "  ".join(f"{p[0]}%: {p[1]:.3f}" for p in pts))
-    print(f"total {time.perf_counter() - t0:.0f} s; wrote {Path(args.out) / 'label_efficiency.csv'}")
+    print(f"total {time.perf_counter() - t0:.0f} s; "
+          f"wrote {Path(args.out) / 'label_efficiency.csv'}")
     return 0
 
 

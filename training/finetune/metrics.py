@@ -115,7 +115,7 @@ class SegmentationMeter:
     def image_rows(self) -> list[dict]:
         """One row per image: mean foreground Dice and per-class Dice."""
         rows = []
-        for name, s in zip(self.names, self.per_image):
+        for name, s in zip(self.names, self.per_image, strict=False):
             row = {"image": name, "mean_dice": float(s["dice"][1:].mean())}
             for c in range(1, self.num_classes):
                 row[f"dice_{self.class_names[c]}"] = float(s["dice"][c])

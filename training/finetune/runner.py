@@ -1,8 +1,10 @@
-"""Run :func:`~training.finetune.engine.finetune_steps` to the end: tqdm progress, a JSON-lines
-log, atomic ``last``/``best`` checkpoints and ``train_state.pt`` for ``--resume``."""
+"""Run :func:`~training.finetune.engine.finetune_steps` to the end: progress (a bar on a
+terminal, plain lines otherwise, one line per epoch), a JSON-lines log, atomic
+``last``/``best`` checkpoints and ``train_state.pt`` for ``--resume``."""
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import time
@@ -12,9 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from training.data.datasets import (
-    SliceDataset,
-)
+from training.data.datasets import SliceDataset
 from training.finetune.engine import (
     LOG_NAME,
     STATE_NAME,
@@ -23,6 +23,23 @@ from training.finetune.engine import (
     finetune_steps,
 )
 from training.runtime.atomic import atomic_path
+from training.runtime.progress import Progress
+
+log_ = logging.getLogger("training.finetune")
+
+
+def epoch_line(ev: dict) -> str:
+    """One plain line per epoch: losses, validation metrics, and whether it is the best."""
+    parts = [f"epoch {ev['epoch'] + 1}/{ev['epochs']}", f"step {ev['step']}"]
+    if ev.get("train_loss") is not None:
+        parts.append(f"train loss {ev['train_loss']:.4f}")
+    for key, label in (("val_loss", "val loss"), ("val_dice", "val Dice"),
+                       ("val_auc", "val ROC AUC"), ("val_accuracy", "val accuracy")):
+        if ev.get(key) is not None:
+            parts.append(f"{label} {ev[key]:.4f}")
+    parts.append(f"{ev['epoch_seconds']:.1f} s")
+    line = ", ".join(parts)
+    return line + (" (best so far)" if ev.get("is_best") else "")
 
 
 # -- wrapper: progress, log, checkpoints, resume ------------------------------------------------
@@ -30,17 +47,20 @@ def finetune(model: nn.Module, train_data: SliceDataset, val_data: SliceDataset 
              cfg: FinetuneConfig, out_dir: str | os.PathLike | None, *, name: str = "",
              classes: list[dict] | None = None, parent: str = "random init",
              transfer: dict | None = None, resume: bool = False, progress: bool = True,
-             stop_event=None, description: str = "") -> dict:
-    """Run :func:`finetune_steps` with a tqdm bar, ``log.jsonl``, and atomic checkpoints
+             stop_event=None, description: str = "",
+             preprocessing_origin: dict | None = None) -> dict:
+    """Run :func:`finetune_steps` with progress, ``log.jsonl``, and atomic checkpoints
     ``out_dir/last`` (every epoch), ``out_dir/best`` and ``out_dir/train_state.pt``.
 
+    With ``progress``, a tqdm bar on a terminal (plain log lines otherwise) and one line per
+    epoch on stderr with the training loss and the validation metrics.
+    ``preprocessing_origin`` (where the preprocessing came from, what was overridden) goes
+    into the model card's provenance.
     ``resume`` continues from ``last`` + ``train_state.pt`` (epoch boundaries:
     a run stopped mid-epoch redoes that epoch). Returns a summary dict (also
     ``summary.json``). With ``out_dir=None`` nothing is written (the model is
     trained in place).
     """
-    from tqdm.auto import tqdm
-
     from training.weights.checkpoint import load_checkpoint, save_checkpoint
 
     out = Path(out_dir) if out_dir is not None else None
@@ -72,6 +92,7 @@ def finetune(model: nn.Module, train_data: SliceDataset, val_data: SliceDataset 
 
     def save(kind: str, metrics: dict):
         prov = {"parent": parent, "transfer": transfer, "finetune": cfg.to_dict(),
+                "preprocessing": preprocessing_origin or {"from": "the training data's"},
                 "data": data_info, "metrics": metrics, "epoch": state.epoch, "step": state.step}
         save_checkpoint(model, out / kind, name=name or f"{cfg.task} ({kind})",
                         classes=classes, preprocessing=train_data.prep.to_dict(),
@@ -79,25 +100,22 @@ def finetune(model: nn.Module, train_data: SliceDataset, val_data: SliceDataset 
 
     write_log({"kind": "start", "config": cfg.to_dict(), "parent": parent, "resume_epoch":
                state.epoch, **data_info})
-    bar = tqdm(total=cfg.epochs * (cfg.steps_per_epoch or
-                                   math.ceil(len(train_data) / cfg.batch_size)),
-               initial=state.step, disable=not progress, desc=f"fine-tune {cfg.task}",
-               dynamic_ncols=True)
+    steps_per_epoch = cfg.steps_per_epoch or math.ceil(len(train_data) / cfg.batch_size)
+    bar = Progress(cfg.epochs * steps_per_epoch,
+                   f"fine-tune {cfg.task}", unit="step", initial=state.step, enabled=progress,
+                   logger=log_)
     last_ev: dict = {}
     try:
         for ev in finetune_steps(model, train_data, val_data, cfg, stop_event, state, names):
             last_ev = ev
             if ev["kind"] == "step":
-                bar.update(1)
-                bar.set_postfix(loss=f"{ev['loss']:.4f}", lr=f"{ev['lr']:.1e}", refresh=False)
+                bar.update(1, loss=ev["loss"], lr=ev["lr"])
                 if ev["step"] % cfg.log_every == 0:
                     write_log(ev)
             elif ev["kind"] == "epoch":
                 write_log(ev)
-                if "val_dice" in ev:
-                    bar.set_postfix(val_dice=f"{ev['val_dice']:.4f}", refresh=False)
-                elif "val_loss" in ev:
-                    bar.set_postfix(val_loss=f"{ev['val_loss']:.4f}", refresh=False)
+                if progress:
+                    log_.info("%s", epoch_line(ev))
                 if out is not None:
                     metrics = {k: v for k, v in ev.items() if k.startswith(("val_", "train_"))}
                     if ev["is_best"]:
@@ -134,11 +152,11 @@ def make_classes(names: Sequence[str] | None, num_classes: int, task: str,
     if names:
         if len(names) != num_classes:
             raise ValueError(f"{len(names)} class names for {num_classes} classes")
-        for c, n in zip(out, names):
+        for c, n in zip(out, names, strict=False):
             c["name"] = n
     if colors:
         if len(colors) != num_classes:
             raise ValueError(f"{len(colors)} colours for {num_classes} classes")
-        for c, col in zip(out, colors):
+        for c, col in zip(out, colors, strict=False):
             c["color"] = col
     return out

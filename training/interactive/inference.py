@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from training.data.preprocessing import scale_to_unit, to_model_input
+from training.data.preprocessing import to_model_input, unit_slices
 from training.runtime.device import autocast_for, drain, pick_device  # noqa: F401  (re-exported)
 from training.weights.card import ModelCard
 
@@ -64,9 +64,7 @@ def _batches(indices: Sequence[int], size: int):
 
 def _input_batch(vol: np.ndarray, idx: Sequence[int], card: ModelCard, modality, window,
                  device: torch.device) -> torch.Tensor:
-    prep = card.prep
-    unit = np.stack([scale_to_unit(vol[i], prep, modality, window) for i in idx])
-    return to_model_input(torch.from_numpy(unit)[:, None].to(device), prep)
+    return to_model_input(unit_slices(vol, card.prep, modality, window, idx, device), card.prep)
 
 
 def segment_steps(model, card: ModelCard, image: np.ndarray, *, slices: Sequence[int] | None = None,

@@ -214,6 +214,7 @@ def session_steps(base: ModelEntry, sets: Sequence[CorrectionSet], cfg: SessionC
         if s.task != task:
             raise CorrectionError(f"the corrections are for {s.task}, the model does {task}")
     validate_sets(sets, card.num_classes)
+    versions.check_writable()  # a read-only model folder is refused before training, not after
     if cfg.mode == "decoder" and task == "classification":
         cfg = dataclasses.replace(cfg, mode="head")
     items = [(k, i) for k, s in enumerate(sets) for i in s.training_slices()]

@@ -18,12 +18,14 @@ so that labels written back use the source affine bit for bit.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
 import numpy as np
 
 from training.io.errors import ImageReadError
+from training.io.limits import GZIP_MAX_RATIO, check_declared_size, check_regular_file
 from training.io.volume import Volume
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -44,12 +46,16 @@ def read_nifti(path: str | os.PathLike) -> Volume:
     path = str(path)
     if not os.path.exists(path):
         raise ImageReadError(path, "file not found")
+    check_regular_file(path)
     try:
         img = nib.load(path, mmap=False)
     except Exception as e:  # noqa: BLE001 - ImageFileError, EOFError, gzip errors...
         raise ImageReadError(path, f"not a readable NIfTI file ({type(e).__name__}: {e})") from None
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise ImageReadError(path, f"is a {type(img).__name__}, not a NIfTI image")
+    notes: list[str] = []
+    _check_header(img, path)
+    affine = _usable_affine(img, path, notes)
     try:
         data = np.asanyarray(img.dataobj)
     except Exception as e:  # noqa: BLE001 - truncated .nii.gz: EOFError / zlib.error / OSError
@@ -70,7 +76,6 @@ def read_nifti(path: str | os.PathLike) -> Volume:
     orig_shape = data.shape
     if data.ndim == 2:
         data = data[:, :, None]
-    affine = np.asarray(img.affine, dtype=np.float64)
     ornt = no.io_orientation(affine)
     xfm = no.ornt_transform(ornt, no.axcodes2ornt(_LPS))
     shape3 = data.shape[:3]
@@ -115,7 +120,7 @@ def read_nifti(path: str | os.PathLike) -> Volume:
             "shape": tuple(int(s) for s in orig_shape),
         },
         "description": descrip,
-        "warnings": [],
+        "warnings": notes,
     }
     return Volume(
         array=data,
@@ -126,6 +131,57 @@ def read_nifti(path: str | os.PathLike) -> Volume:
         kind="labels" if is_label else "image",
         metadata=meta,
     )
+
+
+def _check_header(img, path: str) -> None:
+    """Refuse what the header declares before the data is read: sizes beyond the file (or
+    beyond what gzip can expand to) or the ceiling, and value types we cannot show."""
+    hdr = img.header
+    try:
+        shape = tuple(int(s) for s in hdr.get_data_shape())
+        dtype = np.dtype(hdr.get_data_dtype())
+    except Exception as e:  # noqa: BLE001 - nonsense dims / datatype codes
+        raise ImageReadError(path, f"invalid NIfTI header ({type(e).__name__}: {e})") from None
+    if dtype.fields is not None:  # RGB24 / RGBA32 records
+        raise ImageReadError(path, f"colour (RGB) NIfTI data ({dtype}) is not supported; "
+                                   "save it as a greyscale or a PNG/TIFF image")
+    if dtype.kind == "c":
+        raise ImageReadError(path, f"complex-valued NIfTI data ({dtype}) is not supported; "
+                                   "save the magnitude instead")
+    if dtype.kind not in "biuf":
+        raise ImageReadError(path, f"NIfTI data type {dtype} is not supported")
+    size = os.path.getsize(path)
+    offset = int(getattr(img.dataobj, "offset", 0) or 0)
+    gz = path.lower().endswith(".gz")
+    check_declared_size(path, shape, dtype.itemsize,
+                        stored_bytes=offset + math.prod(shape) * dtype.itemsize,
+                        available=size, compressed=gz, max_ratio=GZIP_MAX_RATIO,
+                        what="NIfTI data")
+
+
+def _usable_affine(img, path: str, notes: list[str]) -> np.ndarray:
+    """The header's affine if it is finite and invertible, else the qform, else the voxel
+    sizes alone (``pixdim``), else the identity, with a note saying which was used."""
+    hdr = img.header
+    candidates = [("sform/qform", lambda: img.affine)]
+    if hasattr(hdr, "get_qform"):
+        candidates.append(("qform", lambda: hdr.get_qform()))
+    candidates.append(("voxel sizes (pixdim)", lambda: hdr.get_base_affine()))
+    for i, (name, get) in enumerate(candidates):
+        try:
+            a = np.asarray(get(), dtype=np.float64)
+        except Exception:  # noqa: BLE001 - codes without a matrix, odd pixdims
+            continue
+        if a is None or a.shape != (4, 4) or not np.all(np.isfinite(a)):
+            continue
+        if abs(np.linalg.det(a[:3, :3])) < 1e-12:
+            continue
+        if i:
+            notes.append(f"{path}: the header's affine is not usable (NaN, infinite or zero); "
+                         f"placed with its {name} instead")
+        return a
+    notes.append(f"{path}: no usable affine in the header (NaN or zero); 1 mm voxels assumed")
+    return np.eye(4)
 
 
 def to_source_layout(array: np.ndarray, nifti_meta: dict) -> np.ndarray:

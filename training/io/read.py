@@ -11,6 +11,8 @@ from pathlib import Path
 from training.io.dicom import read_dicom
 from training.io.errors import ImageReadError
 from training.io.images import is_image_path, read_2d_image
+from training.io.label_table import attach_label_table
+from training.io.limits import link_outside, not_regular_reason
 from training.io.nifti import is_nifti_path, read_nifti
 from training.io.volume import Volume
 
@@ -75,10 +77,15 @@ class ReadResult(list):
         self.report = report or LoadReport()
 
 
-def _expand(paths: list[str]) -> tuple[list[str], set[str]]:
-    """Files to consider, and the subset found by walking folders."""
+def _expand(paths: list[str]) -> tuple[list[str], set[str], list[ImageReadError]]:
+    """Files to consider, the subset found by walking folders, and what was left out.
+
+    Only regular files are read: FIFOs, devices and sockets are never opened (a FIFO would
+    block the reader forever), and links from inside a folder to outside it are skipped.
+    """
     files: list[str] = []
     from_dirs: set[str] = set()
+    notes: list[ImageReadError] = []
     for p in paths:
         if os.path.isdir(p):
             for root, dirs, names in os.walk(p):
@@ -87,11 +94,35 @@ def _expand(paths: list[str]) -> tuple[list[str], set[str]]:
                     if n.startswith("."):
                         continue
                     f = os.path.join(root, n)
+                    if link_outside(f, p):
+                        notes.append(ImageReadError(
+                            f, "is a link to a file outside the folder; skipped"))
+                        continue
+                    reason = not_regular_reason(f)
+                    if reason is not None:
+                        notes.append(ImageReadError(f, reason))
+                        continue
                     files.append(f)
                     from_dirs.add(f)
         else:
+            reason = not_regular_reason(p)
+            if reason is not None:
+                notes.append(ImageReadError(p, reason))
+                continue
             files.append(p)
-    return files, from_dirs
+    return files, from_dirs, notes
+
+
+def _guarded(reader, path: str):
+    """``reader(path)``; anything but :class:`ImageReadError` becomes one naming the file."""
+    try:
+        return reader(path)
+    except ImageReadError:
+        raise
+    except MemoryError:
+        raise ImageReadError(path, "not enough memory to read it") from None
+    except Exception as e:  # noqa: BLE001 - a reader must never pass a foreign error on
+        raise ImageReadError(path, f"cannot read it ({type(e).__name__}: {e})") from None
 
 
 def read_image(path_or_paths: str | os.PathLike | Iterable[str | os.PathLike]) -> ReadResult:
@@ -117,13 +148,14 @@ def read_image(path_or_paths: str | os.PathLike | Iterable[str | os.PathLike]) -
             raise ImageReadError(p, "file or folder not found")
     report = LoadReport()
     result = ReadResult(report=report)
-    files, from_dirs = _expand(paths)
+    files, from_dirs, notes = _expand(paths)
+    report.errors.extend(notes)
     dicom_files = []
     for f in files:
         low = f.lower()
         if is_nifti_path(f):
             try:
-                result.append(read_nifti(f))
+                result.append(attach_label_table(_guarded(read_nifti, f), f))
                 report.loaded.append(f)
             except ImageReadError as e:
                 report.errors.append(e)
@@ -131,7 +163,7 @@ def read_image(path_or_paths: str | os.PathLike | Iterable[str | os.PathLike]) -
             if f in from_dirs:
                 continue
             try:
-                result.append(read_2d_image(f))
+                result.append(_guarded(read_2d_image, f))
                 report.loaded.append(f)
             except ImageReadError as e:
                 report.errors.append(e)
@@ -146,6 +178,9 @@ def read_image(path_or_paths: str | os.PathLike | Iterable[str | os.PathLike]) -
             vols = read_dicom(
                 dicom_files, on_skip=report.errors.append, on_warning=report.warnings.append
             )
+        except MemoryError:
+            report.errors.append(ImageReadError(dicom_files[0], "not enough memory to read it"))
+            vols = []
         except ImageReadError as e:
             if not report.errors:
                 report.errors.append(e)
@@ -156,7 +191,7 @@ def read_image(path_or_paths: str | os.PathLike | Iterable[str | os.PathLike]) -
     for v in result:
         report.warnings += [w for w in v.metadata.get("warnings", []) if w not in report.warnings]
     if not result:
-        if len(files) == 1 and report.errors:
+        if len(files) + len(notes) == 1 and report.errors:
             raise report.errors[0]
         where = (
             paths[0] if len(paths) == 1 else os.path.commonpath([os.path.abspath(p) for p in paths])

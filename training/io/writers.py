@@ -7,6 +7,8 @@ reference's spatial layout (``(z, y, x)`` or ``(y, x)``).
 
 from __future__ import annotations
 
+import copy
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -18,6 +20,8 @@ from training.io.errors import ImageWriteError
 from training.io.nifti import RAS_TO_LPS, to_source_layout
 from training.io.volume import Volume
 from training.runtime.atomic import atomic_path
+
+log = logging.getLogger(__name__)
 
 #: napari-like default colours for label values 1.. (RGB 0-255) used when none are given.
 _DEFAULT_COLOURS = [
@@ -68,8 +72,14 @@ def write_labels_nifti(
     labels: np.ndarray,
     reference: Volume | Mapping | None = None,
     affine: np.ndarray | None = None,
+    segment_names: Mapping[int, str] | None = None,
+    colors: Mapping[int, Sequence[float]] | None = None,
 ) -> Path:
     """Write a label map as .nii/.nii.gz.
+
+    * With ``segment_names`` and/or ``colors`` (RGB(A) in 0-1 or 0-255), a label table is
+      written beside it as ``<name>.label.txt`` in ITK-SNAP's label description format
+      (see :mod:`training.io.label_table`); :func:`training.io.read_image` reads it back.
 
     * If the reference came from NIfTI, the labels are put back in its stored voxel
       order and written with its header and affine, so the affine (sform and qform)
@@ -137,6 +147,15 @@ def write_labels_nifti(
 
         payload = gzip.compress(payload, compresslevel=6, mtime=0)
     try:
+        if segment_names or colors:
+            from training.io.label_table import label_sidecar_path, write_itksnap_labels
+
+            present = {int(v) for v in np.unique(data) if v != 0}
+            write_itksnap_labels(
+                label_sidecar_path(path),
+                {int(k): str(v) for k, v in (segment_names or {}).items() if int(k) > 0},
+                {int(k): v for k, v in (colors or {}).items()
+                 if int(k) > 0 and (int(k) in present or int(k) in (segment_names or {}))})
         with atomic_path(path, suffix=".nii.gz" if gz else ".nii") as tmp:
             tmp.write_bytes(payload)
     except OSError as e:
@@ -166,6 +185,57 @@ def write_labels_png(path: str | os.PathLike, labels: np.ndarray) -> Path:
 
 
 # ------------------------------------------------------------------------- DICOM-SEG
+#: Type 2 attributes (present, may be empty) of the Patient / General Study modules that a
+#: SEG copies from its source; anonymised or synthetic series often omit them.
+_TYPE2_COPIED = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate",
+                 "StudyTime", "ReferringPhysicianName", "StudyID", "AccessionNumber")
+FRAME_OF_REFERENCE_NOTE = "FrameOfReferenceUID created: the source series had none"
+
+
+def _has_patient_geometry(ds) -> bool:
+    """ImagePositionPatient at the root, or Plane Position in the functional groups."""
+    if "ImagePositionPatient" in ds:
+        return True
+    for kw in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
+        groups = ds.get(kw)
+        if groups and "PlanePositionSequence" in groups[0]:
+            return True
+    return False
+
+
+def _prepare_sources(headers, slice_spacing: float) -> tuple[list, bool]:
+    """Copies of the source headers completed so that a valid SEG can be built.
+
+    * missing Type 2 attributes are added empty (as the standard allows);
+    * a missing FrameOfReferenceUID is created, the same for every image of the series
+      (derived from its SeriesInstanceUID, so every SEG of that series shares it);
+    * a missing SliceThickness is set to the slice spacing the reader used (readers,
+      ours included, need it in the SEG's Pixel Measures).
+
+    Returns ``(headers, frame_of_reference_created)``. The caller's headers are untouched.
+    """
+    from pydicom.uid import generate_uid
+
+    out = [copy.deepcopy(h) for h in headers]
+    created = False
+    frame_uid = None
+    for ds in out:
+        for key in _TYPE2_COPIED:
+            if key not in ds:
+                setattr(ds, key, "")
+        if not ds.get("FrameOfReferenceUID") and _has_patient_geometry(ds):
+            if frame_uid is None:
+                series = str(ds.get("SeriesInstanceUID", "") or "")
+                frame_uid = generate_uid(entropy_srcs=[series, "frame-of-reference"]
+                                         if series else None)
+            ds.FrameOfReferenceUID = frame_uid
+            created = True
+        if "PixelSpacing" in ds and not ds.get("SliceThickness") \
+                and "PerFrameFunctionalGroupsSequence" not in ds:
+            ds.SliceThickness = float(f"{slice_spacing:.6g}")
+    return out, created
+
+
 def _lab_colour(rgb):
     import highdicom as hd
 
@@ -189,6 +259,10 @@ def write_labels_dicom_seg(
     SEG references the source series and frame of reference, copies the patient
     and study, and lists each label value as a segment with its name, colour
     (``colors[value]`` as RGB 0-255 or 0-1) and the algorithm name.
+
+    Sources that omit Type 2 attributes get them empty in the SEG; a source series without
+    FrameOfReferenceUID gets one created, and the SEG says so in its ContentDescription
+    (:data:`FRAME_OF_REFERENCE_NOTE`; also logged as a warning).
     """
     import highdicom as hd
     from pydicom.sr.codedict import codes
@@ -233,6 +307,16 @@ def write_labels_dicom_seg(
             path,
             f"labels of shape {seg_map.shape[1:]} do not match the source images ({rows}x{cols})",
         )
+    affine = np.asarray(meta.get("affine", np.eye(4)), float)
+    headers, new_frame = _prepare_sources(headers, float(np.linalg.norm(affine[:3, 0])) or 1.0)
+    n_frames = len(headers) * int(headers[0].get("NumberOfFrames", 1) or 1)
+    if n_frames > 1 and not _has_patient_geometry(headers[0]):
+        raise ImageWriteError(
+            path, f"the source image has {n_frames} frames but no patient geometry "
+            "(no ImagePositionPatient or Plane Position functional group), so a DICOM-SEG "
+            "cannot be placed on it; save as NIfTI instead")
+    if new_frame:
+        log.warning("%s: %s (%s)", path, FRAME_OF_REFERENCE_NOTE, headers[0].FrameOfReferenceUID)
     names = dict(segment_names or {})
     colours = dict(colors or {})
     algo = hd.AlgorithmIdentificationSequence(
@@ -276,12 +360,23 @@ def write_labels_dicom_seg(
             software_versions=algorithm_version,
             device_serial_number="0",
             series_description=series_description,
+            content_description=FRAME_OF_REFERENCE_NOTE if new_frame else None,
             omit_empty_frames=False,
         )
     except Exception as e:  # noqa: BLE001 - highdicom validates many source attributes
         raise ImageWriteError(
             path, f"cannot build the DICOM-SEG ({type(e).__name__}: {e})"
         ) from None
+    shared = seg.get("SharedFunctionalGroupsSequence")
+    if n_frames == 1 and shared and "PixelMeasuresSequence" in shared[0]:
+        # one plane: highdicom writes SpacingBetweenSlices 1.0; keep the source's (or none),
+        # which is what readers, ours included, place the plane's slab by
+        pm = shared[0].PixelMeasuresSequence[0]
+        spacing = headers[0].get("SpacingBetweenSlices")
+        if spacing:
+            pm.SpacingBetweenSlices = spacing
+        elif "SpacingBetweenSlices" in pm:
+            del pm.SpacingBetweenSlices
     try:
         with atomic_path(path, suffix=".dcm") as tmp:
             seg.save_as(tmp)

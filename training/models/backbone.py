@@ -12,7 +12,7 @@ from training.models.config import SwinConfig
 def drop_path_rates(cfg: SwinConfig) -> list[list[float]]:
     """Stochastic-depth rate of every encoder block, rising linearly to ``drop_path_rate``."""
     total = sum(cfg.depths)
-    rates = torch.linspace(0, cfg.drop_path_rate, total).tolist()
+    rates = torch.linspace(0, cfg.drop_path_rate, total, device="cpu").tolist()  # meta-safe
     out, start = [], 0
     for d in cfg.depths:
         out.append(rates[start:start + d])

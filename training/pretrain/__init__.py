@@ -1,1 +1,2 @@
-"""MAE pretraining: prepare shards, the data pipeline, exact resume and the training loop (``python -m training.pretrain``)."""
+"""MAE pretraining: prepare shards, the data pipeline, exact resume and the training loop
+(``python -m training.pretrain``)."""

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from training.data.preprocessing import Preprocessing, grey, unit_slices
+
 log = logging.getLogger(__name__)
 
 SHARD_FORMAT = "napari-vismae-shards/1"
@@ -37,7 +39,8 @@ class EpochSampler(Sampler):
                  shuffle: bool = True):
         if n < world_size:
             raise ValueError(f"{n} samples cannot be split across {world_size} processes")
-        self.n, self.rank, self.world_size, self.seed, self.shuffle = n, rank, world_size, seed, shuffle
+        self.n, self.rank, self.world_size = n, rank, world_size
+        self.seed, self.shuffle = seed, shuffle
         self.epoch, self.start = 0, 0
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
@@ -49,7 +52,8 @@ class EpochSampler(Sampler):
 
     def __iter__(self):
         if self.shuffle:
-            order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+            g = torch.Generator().manual_seed(self.seed + self.epoch)
+            order = torch.randperm(self.n, generator=g)
         else:
             order = torch.arange(self.n)
         order = order[: (self.n // self.world_size) * self.world_size]  # drop the ragged tail
@@ -61,7 +65,8 @@ class _PretrainDataset(Dataset):
     """Common part: flip + masking noise per sample; subclasses implement ``load(i)``."""
 
     def __init__(self, image_size: int, num_mask_units: int, seed: int, flip: bool):
-        self.image_size, self.num_mask_units, self.seed, self.flip = image_size, num_mask_units, seed, flip
+        self.image_size, self.num_mask_units = image_size, num_mask_units
+        self.seed, self.flip = seed, flip
 
     def load(self, index: int) -> np.ndarray:  # (S, S) float32 in [0, 1]
         raise NotImplementedError
@@ -94,12 +99,22 @@ class _PretrainDataset(Dataset):
 
 
 class ShardDataset(_PretrainDataset):
-    """Memory-mapped uint8 shards ``(N, S, S)`` listed in ``manifest.json``."""
+    """Memory-mapped uint8 shards ``(N, S, S)`` listed in ``manifest.json``; ``prep`` is the
+    :class:`Preprocessing` ``prepare`` applied (recorded in the manifest)."""
 
-    def __init__(self, root: str | Path, num_mask_units: int = 196, seed: int = 0, flip: bool = True):
+    def __init__(self, root: str | Path, num_mask_units: int = 196, seed: int = 0,
+                 flip: bool = True):
         self.root = Path(root)
         manifest = read_manifest(self.root)
+        if "preprocessing" in manifest:
+            self.prep = Preprocessing.from_dict(manifest["preprocessing"])
+        else:  # shards from before the manifest recorded it: header CT windows, volume percentiles
+            log.warning("%s: the manifest does not record its preprocessing (older prepare); "
+                        "assuming header CT windows and per-volume percentiles", self.root)
+            self.prep = Preprocessing(input_size=manifest["image_size"], ct_window=None,
+                                      percentile_scope="volume")
         self.shards = [s for s in manifest["shards"] if s["count"] > 0]
+        check_shards(self.root, self.shards)
         self.offsets = np.cumsum([0] + [s["count"] for s in self.shards]).tolist()
         super().__init__(manifest["image_size"], num_mask_units, seed, flip)
         self._arrays: dict[int, np.ndarray] = {}
@@ -119,11 +134,15 @@ class ShardDataset(_PretrainDataset):
 
 
 class ImageFolderDataset(_PretrainDataset):
-    """Every 2-D image below ``root`` (PNG, JPEG, TIFF, BMP, NPY), as grayscale 0-1, resized."""
+    """Every 2-D image below ``root`` (PNG, JPEG, TIFF, BMP, NPY) through ``prep`` (default
+    :class:`Preprocessing` at ``image_size``): grey, percentiles, resize, as at inference."""
 
     def __init__(self, root: str | Path, image_size: int = 224, num_mask_units: int = 196,
-                 seed: int = 0, flip: bool = True):
+                 seed: int = 0, flip: bool = True, prep: Preprocessing | None = None):
         self.root = Path(root)
+        self.prep = prep or Preprocessing(input_size=image_size)
+        if self.prep.input_size != image_size:
+            raise ValueError(f"preprocessing input size {self.prep.input_size} != {image_size}")
         self.files = sorted(p for p in self.root.rglob("*")
                             if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
         if not self.files:
@@ -138,30 +157,19 @@ class ImageFolderDataset(_PretrainDataset):
         return str(self.files[index])
 
     def load(self, index: int) -> np.ndarray:
-        return load_2d_unit(self.files[index], self.image_size)
+        return load_2d_unit(self.files[index], self.prep)
 
 
-def load_2d_unit(path: Path, size: int) -> np.ndarray:
-    """A 2-D image file -> (size, size) float32 in [0, 1] (grayscale, range from its dtype)."""
-    from skimage.color import rgb2gray, rgba2rgb
+def load_2d_unit(path: Path, prep: Preprocessing) -> np.ndarray:
+    """A 2-D image file -> (S, S) float32 in [0, 1] through ``prep`` (no modality: percentiles,
+    or the card's ``modality``), exactly as inference would preprocess it."""
     from skimage.io import imread
-    from skimage.transform import resize
-    from skimage.util import img_as_float32
 
     img = np.load(path, allow_pickle=False) if path.suffix.lower() == ".npy" else imread(path)
-    if img.ndim == 3 and img.shape[-1] == 4:
-        img = rgba2rgb(img)
-    if img.ndim == 3 and img.shape[-1] == 3:
-        img = rgb2gray(img)
+    img = grey(img)
     if img.ndim != 2:
         raise ValueError(f"expected a 2-D image, got shape {img.shape}")
-    if np.issubdtype(img.dtype, np.floating):
-        lo, hi = np.nanmin(img), np.nanmax(img)
-        img = (img - lo) / max(hi - lo, 1e-6)
-    img = img_as_float32(img)
-    if img.shape != (size, size):
-        img = resize(img, (size, size), anti_aliasing=True, preserve_range=True)
-    return np.clip(np.nan_to_num(img), 0, 1).astype(np.float32)
+    return unit_slices(img, prep)[0, 0].numpy()
 
 
 def read_manifest(root: Path) -> dict:
@@ -178,14 +186,35 @@ def read_manifest(root: Path) -> dict:
     return manifest
 
 
+def check_shards(root: Path, shards: list[dict]) -> None:
+    """Every shard the manifest lists must be a file inside ``root``: a shard elsewhere
+    (``../``, an absolute path, a link out) or a missing one is refused, naming it."""
+    base = Path(root).resolve()
+    outside, missing = [], []
+    for s in shards:
+        p = (base / str(s.get("file", ""))).resolve()
+        if not p.is_relative_to(base) or p == base:
+            outside.append(str(s.get("file")))
+        elif not p.is_file():
+            missing.append(str(s.get("file")))
+    if outside:
+        raise ValueError(f"{base / MANIFEST}: shard paths must stay inside {base}: {outside[:5]}")
+    if missing:
+        raise ValueError(f"{base / MANIFEST}: {len(missing)} of {len(shards)} shards are missing "
+                         f"({', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}); "
+                         "rerun python -m training.prepare")
+
+
 def open_dataset(data: str | Path, image_size: int, num_mask_units: int, seed: int):
-    """Shards if ``data`` holds a manifest, else a folder of images."""
+    """Shards if ``data`` holds a manifest, else a folder of images. The dataset's ``prep`` is
+    the preprocessing its images went through (pretraining records it in the model card)."""
     data = Path(data)
     if not data.exists():
         raise FileNotFoundError(f"--data {data}: no such file or directory")
     if (data / MANIFEST).is_file():
         ds = ShardDataset(data, num_mask_units, seed)
         if ds.image_size != image_size:
-            raise ValueError(f"{data}: shards are {ds.image_size}px but the model takes {image_size}px")
+            raise ValueError(f"{data}: shards are {ds.image_size}px but the model takes "
+                             f"{image_size}px")
         return ds
     return ImageFolderDataset(data, image_size, num_mask_units, seed)

@@ -1,26 +1,8 @@
-"""VIS-MAE pretraining: a Swin masked autoencoder on unlabeled images, on one GPU or many.
-
-Single process (GPU, CPU or Apple MPS):
-
-    python -m training.pretrain --data shards/ --output runs/mae --model vismae \\
-        --epochs 800 --batch-size 64
-
-Many GPUs / many nodes (DistributedDataParallel; --batch-size is per process):
-
-    torchrun --nproc_per_node 8 -m training.pretrain --data shards/ --output runs/mae
-    torchrun --nnodes 4 --nproc_per_node 8 --node_rank $RANK --rdzv_backend c10d \\
-        --rdzv_endpoint $HEAD:29500 -m training.pretrain --data shards/ --output runs/mae
-
-``--data`` is a folder made by ``python -m training.prepare`` (sharded, any number of
-images) or, for small jobs, a plain folder of PNG/JPEG/TIFF images. Training state
-is saved atomically every ``--save-every`` steps and at each epoch end;
-``--resume auto`` continues exactly where a killed run stopped. The pretrained
-weights are exported to ``OUTPUT/model`` (safetensors + model card) for
-``python -m training.finetune`` and the napari plugin.
-"""
+"""The VIS-MAE pretraining loop (``python -m training.pretrain``); options and their CLI
+live in :mod:`training.pretrain.config`, the metrics log and sample PNGs in
+:mod:`training.pretrain.outputs`."""
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import gc
@@ -31,7 +13,6 @@ import os
 import signal
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -39,178 +20,22 @@ import torch
 from torch.utils.data import DataLoader
 
 from training.data.preprocessing import Preprocessing
-from training.models import PRESETS, build_model
-from training.models.masking import mask_to_pixels, unit_mask_from_noise, units_to_tokens
+from training.models import build_model
+from training.models.masking import unit_mask_from_noise, units_to_tokens
+from training.pretrain.config import HELP, PretrainConfig, build_parser, parse_args  # noqa: F401
 from training.pretrain.data import open_dataset
+from training.pretrain.outputs import MetricsLog, _last_loss, save_samples
 from training.pretrain.resume import find_resume, load_state, rng_state, save_state, set_rng_state
+from training.pretrain.run_folder import RunFolderError, last_state_note, prepare_run_folder
 from training.runtime import distributed as D
-from training.runtime.atomic import atomic_path, atomic_write_text
+from training.runtime.atomic import atomic_write_text, no_space_left
 from training.runtime.device import autocast_dtype, default_device_name, flush_denormals
 from training.runtime.optim import WarmupCosine, build_optimizer
+from training.runtime.progress import Progress
+from training.runtime.threads import configure_threads
 from training.weights.checkpoint import save_checkpoint
 
 log = logging.getLogger("training.pretrain")
-
-
-@dataclass
-class PretrainConfig:
-    """Every option of a pretraining run (CLI flags, YAML keys and saved state share it)."""
-
-    data: str = ""
-    output: str = "runs/pretrain"
-    model: str = "vismae"
-    input_size: int = 224
-    epochs: int = 800
-    batch_size: int = 64  # per process
-    accum_steps: int = 1
-    lr: float = 1e-4  # absolute; the paper's value (the official code defaults to 1e-3)
-    min_lr: float = 0.0
-    warmup_epochs: float = 10.0
-    weight_decay: float = 0.05
-    beta1: float = 0.9
-    beta2: float = 0.95
-    clip_grad: float = 0.0  # max grad norm; 0 = off (as the official code)
-    mask_ratio: float = 0.75
-    norm_pix_loss: bool = False
-    drop_path: float = 0.1
-    precision: str = "auto"  # auto | fp32 | bf16 | fp16
-    device: str = "auto"
-    seed: int = 0
-    num_workers: int = min(8, os.cpu_count() or 1)
-    compile: bool = False
-    resume: str = ""  # "", "auto", a step-*.pt file or a run folder
-    save_every: int = 1000  # steps; also at every epoch end
-    keep_last: int = 3
-    log_every: int = 20
-    vis_every: int = 500  # PNG of input / mask / reconstruction; 0 = off
-    tensorboard: bool = False
-    max_steps: int = 0  # stop after this many steps (0 = run all epochs)
-    kill_after_step: int = 0  # testing aid: SIGKILL this process after that step
-
-    def model_config(self):
-        preset = PRESETS[self.model]
-        return preset.replace(img_size=self.input_size, mask_ratio=self.mask_ratio,
-                              norm_pix_loss=self.norm_pix_loss, drop_path_rate=self.drop_path)
-
-
-HELP = {
-    "data": "folder from `python -m training.prepare`, or a folder of 2-D images",
-    "output": "run folder: checkpoints/, metrics.jsonl, samples/, model/",
-    "model": f"model preset: {', '.join(PRESETS)}",
-    "input_size": "image side in pixels (multiple of 32)",
-    "batch_size": "images per process per step (global batch = this x processes x accum)",
-    "accum_steps": "gradient accumulation steps per optimizer update",
-    "lr": "peak learning rate, absolute (paper: 1e-4; official code: 1e-3)",
-    "min_lr": "learning rate at the end of the cosine decay",
-    "warmup_epochs": "linear warm-up length, in epochs (per-iteration schedule)",
-    "weight_decay": "AdamW weight decay (not applied to norms, biases, tables, mask token)",
-    "clip_grad": "clip the gradient norm to this value (0 = off)",
-    "mask_ratio": "fraction of 16x16-pixel mask units hidden from the encoder",
-    "norm_pix_loss": "per-patch normalised reconstruction targets",
-    "drop_path": "stochastic depth rate (linear over the blocks)",
-    "precision": "auto = bf16 autocast on GPUs that support it, else fp32; fp16 uses a grad scaler",
-    "device": "auto, cuda, mps or cpu (under torchrun each process takes its LOCAL_RANK GPU)",
-    "num_workers": "data-loading processes per training process",
-    "compile": "torch.compile the model",
-    "resume": "'auto' (newest state in OUTPUT/checkpoints), a step-*.pt file, or a run folder",
-    "save_every": "save the training state every N steps (and at each epoch end)",
-    "keep_last": "training states to keep",
-    "log_every": "log loss / lr / throughput every N steps",
-    "vis_every": "write a PNG of input / mask / reconstruction every N steps (0 = off)",
-    "tensorboard": "also log to TensorBoard (needs the tensorboard package)",
-    "max_steps": "stop after N steps in total (0 = all epochs)",
-    "kill_after_step": argparse.SUPPRESS,
-}
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m training.pretrain", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", metavar="FILE.yaml",
-                   help="YAML file of options (keys as below, '-' or '_'); flags override it")
-    for f in dataclasses.fields(PretrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        default = f.default
-        if f.type == "bool" or isinstance(default, bool):
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=default,
-                           help=HELP.get(f.name, ""))
-        else:
-            h = HELP.get(f.name, f.name.replace("_", " "))
-            p.add_argument(flag, type=type(default), default=default,
-                           help=h if h == argparse.SUPPRESS else f"{h} (default: {default})")
-    return p
-
-
-def parse_args(argv=None) -> PretrainConfig:
-    parser = build_parser()
-    known, _ = parser.parse_known_args(argv)
-    if known.config:
-        import yaml
-
-        try:
-            values = yaml.safe_load(Path(known.config).read_text()) or {}
-        except (OSError, yaml.YAMLError) as e:
-            parser.error(f"--config {known.config}: {e}")
-        names = {f.name for f in dataclasses.fields(PretrainConfig)}
-        values = {k.replace("-", "_"): v for k, v in values.items()}
-        unknown = sorted(set(values) - names)
-        if unknown:
-            parser.error(f"--config {known.config}: unknown options {unknown}")
-        parser.set_defaults(**values)
-    args = vars(parser.parse_args(argv))
-    args.pop("config")
-    cfg = PretrainConfig(**args)
-    if not cfg.data:
-        parser.error("--data is required")
-    if cfg.model not in PRESETS:
-        parser.error(f"--model {cfg.model!r}: choose from {', '.join(PRESETS)}")
-    if cfg.precision not in ("auto", "fp32", "bf16", "fp16"):
-        parser.error("--precision must be auto, fp32, bf16 or fp16")
-    return cfg
-
-
-class MetricsLog:
-    """JSON lines, one per logged step (rank 0 only). On resume, lines after the resumed
-    step are dropped so the file reads as one uninterrupted run."""
-
-    def __init__(self, path: Path, resume_step: int | None):
-        self.path = path
-        if resume_step is not None and path.exists():
-            keep = [ln for ln in path.read_text().splitlines()
-                    if ln.strip() and json.loads(ln).get("step", 0) <= resume_step]
-            atomic_write_text(path, "".join(ln + "\n" for ln in keep))
-        elif resume_step is None and path.exists():
-            path.unlink()
-        self.file = open(path, "a")
-
-    def write(self, record: dict) -> None:
-        self.file.write(json.dumps(record) + "\n")
-        self.file.flush()
-
-    def close(self) -> None:
-        self.file.close()
-
-
-def save_samples(path: Path, x: torch.Tensor, mask: torch.Tensor, pred: torch.Tensor, model,
-                 prep: Preprocessing) -> None:
-    """A grid: rows = up to 4 samples; columns = input, masked input, reconstruction."""
-    from skimage.io import imsave
-
-    n = min(4, x.shape[0])
-    grid_hw = (x.shape[-2] // model.cfg.patch_size, x.shape[-1] // model.cfg.patch_size)
-    with torch.no_grad():
-        img = (x[:n, :1].float() * prep.std + prep.mean).clamp(0, 1).cpu()
-        m = mask_to_pixels(mask[:n].float(), grid_hw, model.cfg.patch_size).cpu()
-        rec = model.unpatchify(pred[:n].float(), grid_hw).mean(1, keepdim=True)
-        rec = (rec * prep.std + prep.mean).clamp(0, 1).cpu()
-        if model.cfg.norm_pix_loss:  # targets were per-patch normalised: show visible pixels
-            rec = img * (1 - m) + rec * m
-    rows = [torch.cat([img[i, 0], img[i, 0] * (1 - m[i, 0]) + 0.5 * m[i, 0],
-                       img[i, 0] * (1 - m[i, 0]) + rec[i, 0] * m[i, 0]], dim=1) for i in range(n)]
-    grid = (torch.cat(rows, dim=0).numpy() * 255).astype(np.uint8)
-    with atomic_path(path, suffix=".png") as tmp:
-        imsave(tmp, grid, check_contrast=False)
-
 
 def _check_resume_compatible(state: dict, cfg: PretrainConfig, model_cfg) -> None:
     saved = state["config"]
@@ -239,14 +64,16 @@ def _pretrain(cfg: PretrainConfig, info: D.DistInfo) -> Path | None:
     flush_denormals(device)
     out = Path(cfg.output)
     ckpt_dir = out / "checkpoints"
+    if info.is_main:  # one run per folder; no leftovers of interrupted writes; writable
+        prepare_run_folder(out, cfg.resume, cfg.overwrite)
     torch.manual_seed(cfg.seed + info.rank)
     np.random.seed(cfg.seed + info.rank)
 
     model_cfg = cfg.model_config()
-    prep = Preprocessing(input_size=cfg.input_size)
     unit = model_cfg.mask_unit // model_cfg.patch_size
     units_hw = (cfg.input_size // model_cfg.mask_unit,) * 2
     dataset = open_dataset(cfg.data, cfg.input_size, units_hw[0] * units_hw[1], cfg.seed)
+    prep: Preprocessing = dataset.prep  # what prepare / the image folder applied: into the card
     from training.pretrain.data import EpochSampler
 
     sampler = EpochSampler(len(dataset), info.rank, info.world_size, cfg.seed)
@@ -270,6 +97,7 @@ def _pretrain(cfg: PretrainConfig, info: D.DistInfo) -> Path | None:
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype is torch.float16)
 
     epoch, step_in_epoch, global_step = 0, 0, 0
+    window = None
     resume_path = find_resume(cfg.resume, ckpt_dir) if cfg.resume else None
     if resume_path is not None:
         state = load_state(resume_path)
@@ -279,7 +107,10 @@ def _pretrain(cfg: PretrainConfig, info: D.DistInfo) -> Path | None:
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"][info.rank] if info.rank < len(state["rng"]) else state["rng"][0])
-        epoch, step_in_epoch, global_step = state["epoch"], state["step_in_epoch"], state["global_step"]
+        epoch, step_in_epoch = state["epoch"], state["step_in_epoch"]
+        global_step = state["global_step"]
+        windows = state.get("log_window") or []
+        window = windows[info.rank] if info.rank < len(windows) else None
         if info.is_main:
             log.info("resumed from %s at epoch %d, step %d", resume_path, epoch, global_step)
 
@@ -305,32 +136,41 @@ def _pretrain(cfg: PretrainConfig, info: D.DistInfo) -> Path | None:
                 log.warning("--tensorboard: the tensorboard package is not installed; skipping")
 
     def train_state() -> dict:
-        rngs = [rng_state()]
+        # The open logging window (loss sum and step count since the last log line) travels
+        # with the state, so the first mean logged after a resume is exact.
+        mine = (rng_state(), {"loss_sum": loss_sum.detach().cpu().clone(), "steps": n_window,
+                              "skipped": skipped.detach().cpu().clone()})
+        pairs = [mine]
         if info.enabled:
-            gathered = [None] * info.world_size
-            torch.distributed.all_gather_object(gathered, rngs[0])
-            rngs = gathered
+            pairs = [None] * info.world_size
+            torch.distributed.all_gather_object(pairs, mine)
+        rngs, windows = [p[0] for p in pairs], [p[1] for p in pairs]
         return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": rngs,
+                "log_window": windows,
                 "epoch": epoch, "step_in_epoch": step_in_epoch, "global_step": global_step,
                 "config": dataclasses.asdict(cfg) | {"model_config": model_cfg.to_dict()}}
 
     def checkpoint() -> None:
         state = train_state()  # every rank joins the RNG gather
-        if info.is_main:
-            save_state(ckpt_dir, state, cfg.keep_last)
+        if info.is_main and save_state(ckpt_dir, state, cfg.keep_last) is None:
+            log.error("training continues; the next save will try again (%s)",
+                      last_state_note(ckpt_dir))
 
     total_steps = cfg.epochs * steps_per_epoch
     if cfg.max_steps:
         total_steps = min(total_steps, cfg.max_steps)
     progress = None
-    if info.is_main:
-        from tqdm.auto import tqdm
-        progress = tqdm(total=total_steps, initial=global_step, desc="pretrain", unit="step",
-                        dynamic_ncols=True, disable=None)
+    if info.is_main:  # a bar on a terminal, else a plain log line every 30 s (nohup, clusters)
+        progress = Progress(total_steps, "pretrain", unit="step", initial=global_step, logger=log)
 
     loss_sum = torch.zeros((), device=device)
     skipped = torch.zeros((), device=device)
+    n_window = 0  # steps summed in loss_sum since the last log line
+    if resume_path is not None and window is not None:
+        loss_sum.copy_(window["loss_sum"])
+        skipped.copy_(window["skipped"])
+        n_window = int(window["steps"])
     t_last, n_last = time.perf_counter(), 0
     done = global_step >= total_steps
     while not done and epoch < cfg.epochs:
@@ -346,7 +186,8 @@ def _pretrain(cfg: PretrainConfig, info: D.DistInfo) -> Path | None:
             # Per-step seed: stochastic depth is reproducible after a resume.
             torch.manual_seed(cfg.seed * 1_000_003 + global_step * 1_009 + info.rank)
             last_micro = (step_in_epoch + 1) % cfg.accum_steps == 0
-            sync = contextlib.nullcontext() if (last_micro or not info.enabled) else train_model.no_sync()
+            sync = (contextlib.nullcontext() if (last_micro or not info.enabled)
+                    else train_model.no_sync())
             with sync:
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                     loss, pred, _ = train_model(x, mask=mask)
@@ -361,6 +202,7 @@ def _pretrain(cfg: PretrainConfig, info: D.DistInfo) -> Path | None:
                 optimizer.zero_grad(set_to_none=True)
                 scheduler.step()
             loss_sum += loss.detach()
+            n_window += 1
             global_step += 1
             step_in_epoch += 1
             n_last += x.shape[0] * info.world_size
@@ -368,7 +210,7 @@ def _pretrain(cfg: PretrainConfig, info: D.DistInfo) -> Path | None:
                 progress.update(1)
 
             if global_step % cfg.log_every == 0 or global_step == total_steps:
-                mean_loss = D.all_reduce_mean(loss_sum / ((global_step - 1) % cfg.log_every + 1), info)
+                mean_loss = D.all_reduce_mean(loss_sum / n_window, info)
                 n_skipped = int(D.all_reduce_mean(skipped, info).item() * info.world_size)
                 value = mean_loss.item()
                 if not math.isfinite(value):
@@ -383,14 +225,16 @@ def _pretrain(cfg: PretrainConfig, info: D.DistInfo) -> Path | None:
                     record["gpu_mem_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
                 if info.is_main:
                     metrics.write(record)
-                    progress.set_postfix(loss=f"{value:.4f}", lr=f"{record['lr']:.2e}")
+                    progress.update(0, loss=value, lr=record["lr"], epoch=epoch)
                     if tb is not None:
                         for k in ("loss", "lr", "images_per_s"):
                             tb.add_scalar(k, record[k], global_step)
                 loss_sum.zero_()
+                n_window = 0
                 t_last, n_last = time.perf_counter(), 0
             if info.is_main and cfg.vis_every and global_step % cfg.vis_every == 0:
-                save_samples(out / "samples" / f"step-{global_step:09d}.png", x, mask, pred, model, prep)
+                save_samples(out / "samples" / f"step-{global_step:09d}.png", x, mask, pred,
+                             model, prep)
             if cfg.save_every and global_step % cfg.save_every == 0 and last_micro:
                 checkpoint()
             if cfg.kill_after_step and global_step == cfg.kill_after_step:
@@ -417,7 +261,8 @@ def _pretrain(cfg: PretrainConfig, info: D.DistInfo) -> Path | None:
             provenance={"pretraining": {"data": str(cfg.data), "images": len(dataset),
                                         "modalities": getattr(dataset, "modalities", {}),
                                         "epochs_completed": epoch, "steps": global_step,
-                                        "global_batch": cfg.batch_size * info.world_size * cfg.accum_steps,
+                                        "global_batch": (cfg.batch_size * info.world_size
+                                                         * cfg.accum_steps),
                                         "lr": cfg.lr, "mask_ratio": cfg.mask_ratio},
                         "metrics": {"final_loss": last}})
         log.info("exported pretrained weights to %s", exported)
@@ -428,18 +273,22 @@ def _pretrain(cfg: PretrainConfig, info: D.DistInfo) -> Path | None:
     return exported
 
 
-def _last_loss(path: Path):
-    lines = [ln for ln in path.read_text().splitlines() if ln.strip()] if path.exists() else []
-    return json.loads(lines[-1])["loss"] if lines else None
-
-
 def main(argv=None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = parse_args(argv)
+    configure_threads(cfg.threads or None)
     try:
         pretrain(cfg)
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError, RunFolderError) as e:
         log.error("%s", e)
+        return 2
+    except (OSError, RuntimeError) as e:
+        if not no_space_left(e, cfg.output):
+            raise
+        where = getattr(e, "filename", None) or cfg.output
+        log.error("no space left on %s (%s); %s", where, e,
+                  last_state_note(Path(cfg.output) / "checkpoints"))
         return 2
     return 0
 

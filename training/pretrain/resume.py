@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from training.runtime.atomic import atomic_path
+from training.runtime.atomic import atomic_path, no_space_left
 
 log = logging.getLogger(__name__)
 STATE_PATTERN = re.compile(r"^step-(\d{9})\.pt$")
@@ -32,7 +32,8 @@ def rng_state() -> dict:
 
 def set_rng_state(state: dict) -> None:
     random.setstate((3, tuple(state["python"]), state["python_gauss"]))
-    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"], 0, 0.0))
+    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32),
+                         state["numpy_pos"], 0, 0.0))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -50,14 +51,18 @@ def list_states(directory: Path) -> list[Path]:
 
 
 def save_state(directory: Path, state: dict, keep_last: int) -> Path | None:
-    """Write ``state`` as ``step-N.pt``; prune older ones. A failed write (full disk)
-    is logged and leaves every earlier state intact; returns None then."""
+    """Write ``state`` as ``step-N.pt``; prune older ones. A failed write (a full disk:
+    an OSError, or torch's RuntimeError "file write failed") is logged as
+    "no space left on <folder>", leaves every earlier state intact and no temporary file;
+    returns None then."""
     path = state_path(directory, state["global_step"])
     try:
         with atomic_path(path) as tmp:
             torch.save(state, tmp)
-    except OSError as e:
-        log.error("could not save training state %s (%s); earlier states are intact", path, e)
+    except (OSError, RuntimeError) as e:
+        reason = f"no space left on {Path(directory)}" if no_space_left(e, directory) else str(e)
+        log.error("could not save training state %s: %s (%s: %s); earlier states are intact",
+                  path.name, reason, type(e).__name__, str(e)[:200])
         return None
     for old in list_states(directory)[:-keep_last] if keep_last > 0 else []:
         old.unlink(missing_ok=True)

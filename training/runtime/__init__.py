@@ -1,1 +1,2 @@
-"""Runtime plumbing shared by every stage: device and precision, distributed processes, atomic writes, optimizers."""
+"""Runtime plumbing shared by every stage: device and precision, thread defaults, progress,
+distributed processes, atomic writes, optimizers."""

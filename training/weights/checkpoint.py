@@ -23,6 +23,7 @@ from torch import nn
 from training.models import build_model, task_of
 from training.runtime.atomic import atomic_directory
 from training.weights.card import ModelCard
+from training.weights.card_schema import MAX_CARD_BYTES, check_weights_fit
 from training.weights.official import card_for_official, load_official_checkpoint, read_state_dict
 from training.weights.transfer import (
     CheckpointError,
@@ -81,12 +82,24 @@ def read_model_card(path: str | os.PathLike) -> ModelCard:
     if not card_path.is_file():
         raise CheckpointError(d, f"no {CARD_NAME} (not a napari-vismae checkpoint directory)")
     try:
-        data = json.loads(card_path.read_text())
-        return ModelCard.from_dict(data, source=str(card_path))
+        size = card_path.stat().st_size
+        if size > MAX_CARD_BYTES:
+            raise CheckpointError(card_path, f"model card is {size:,} bytes; a card is a few KiB "
+                                             f"(limit {MAX_CARD_BYTES:,})")
+        data = json.loads(card_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(card_path, f"model card is not valid JSON ({e})") from None
-    except (ValueError, TypeError) as e:
-        raise CheckpointError(card_path, str(e)) from None
+    except RecursionError:
+        raise CheckpointError(card_path, "model card is nested too deeply to be a card") from None
+    except OSError as e:
+        raise CheckpointError(card_path, f"cannot read model card ({e.strerror or e})") from None
+    try:
+        return ModelCard.from_dict(data, source=str(card_path))
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as e:
+        msg = str(e)
+        prefix = f"{card_path}: "
+        raise CheckpointError(card_path, msg[len(prefix):] if msg.startswith(prefix)
+                              else f"invalid model card ({type(e).__name__}: {msg})") from None
 
 
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu",
@@ -100,6 +113,14 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu",
     if verify_hash and card.weights_sha256 and sha256_file(weights) != card.weights_sha256:
         raise CheckpointError(weights, "weights do not match the model card's sha256 "
                                        "(file corrupt or replaced)")
+    try:  # the card's architecture vs the file's header, before allocating anything
+        check_weights_fit(card, weights)
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(weights, f"cannot read safetensors file ({e})") from None
+    except (ValueError, TypeError) as e:
+        if "weights do not fit" in str(e):
+            raise CheckpointError(weights, str(e)) from None
+        raise CheckpointError(d / CARD_NAME, f"invalid architecture in model card ({e})") from None
     try:
         state = load_file(weights, device="cpu")
     except (SafetensorError, OSError) as e:

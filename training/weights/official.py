@@ -86,7 +86,8 @@ def _count(state: dict, pattern: str) -> list[int]:
     return [counts[i] for i in sorted(counts)]
 
 
-def infer_architecture(state: dict, source: str = "<state dict>") -> tuple[str, SwinConfig, int | None]:
+def infer_architecture(state: dict, source: str = "<state dict>"
+                       ) -> tuple[str, SwinConfig, int | None]:
     """-> (task, config, num_classes) from tensor names and shapes alone."""
     try:
         proj = state["patch_embed.proj.weight"]
@@ -109,7 +110,8 @@ def infer_architecture(state: dict, source: str = "<state dict>") -> tuple[str, 
         task, num_classes = "classification", state["head.weight"].shape[0]
     else:
         raise CheckpointError(source, "cannot tell the task: no decoder_pred (MAE), "
-                                      "skip_connection_layers (segmentation) or 2-D head (classifier)")
+                                      "skip_connection_layers (segmentation) or 2-D head "
+                                      "(classifier)")
     img_size = 224
     if "pos_embed" in state:  # the MAE records its token count
         img_size = round(state["pos_embed"].shape[1] ** 0.5) * patch
@@ -180,5 +182,6 @@ def card_for_official(model, source) -> ModelCard:
     return ModelCard(name=Path(str(source)).stem, task=task, architecture=model.cfg.to_dict(),
                      num_classes=getattr(model, "num_classes", None),
                      preprocessing=prep.to_dict(),
-                     provenance={"source": "official VIS-MAE checkpoint", "file": Path(str(source)).name},
+                     provenance={"source": "official VIS-MAE checkpoint",
+                                 "file": Path(str(source)).name},
                      description="Loaded from an official VIS-MAE checkpoint (lzl199704/VIS-MAE).")

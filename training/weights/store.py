@@ -10,10 +10,10 @@ listed.
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from training.runtime.atomic import safe_component
 from training.weights.card import ModelCard
 from training.weights.checkpoint import CARD_NAME, CheckpointError, read_model_card, save_checkpoint
 
@@ -60,7 +60,7 @@ class ModelStore:
                 continue  # temporary directories of an unfinished atomic write
             try:
                 card = read_model_card(d)
-            except CheckpointError as e:
+            except (CheckpointError, OSError) as e:  # one bad card never hides the others
                 self.problems.append(str(e))
                 continue
             if not (d / "model.safetensors").is_file():
@@ -111,4 +111,5 @@ class ModelStore:
 
 
 def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "model"
+    """A name that becomes a folder: one safe path component (never ``..``, never hidden)."""
+    return safe_component(text, fallback="model")

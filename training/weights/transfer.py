@@ -21,7 +21,8 @@ class TransferReport:
 
     source: str = ""
     loaded: list[str] = field(default_factory=list)
-    new: list[str] = field(default_factory=list)  # in the model, not in the source: initialised fresh
+    # in the model, not in the source: initialised fresh
+    new: list[str] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)  # in the source, not used by the model
     mismatched: list[str] = field(default_factory=list)  # same name, other shape (not loaded)
 
@@ -43,7 +44,8 @@ def load_state_dict_checked(model: nn.Module, state: dict, source) -> None:
              for k in own if k in state and state[k].shape != own[k].shape]
     if missing or unexpected or wrong:
         parts = []
-        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
+        for label, keys in (("missing", missing), ("unexpected", unexpected),
+                            ("wrong shape", wrong)):
             if keys:
                 parts.append(f"{label} ({len(keys)}): {', '.join(keys[:6])}"
                              + (" ..." if len(keys) > 6 else ""))

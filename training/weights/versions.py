@@ -19,9 +19,9 @@ from pathlib import Path
 
 from torch import nn
 
-from training.runtime.atomic import atomic_directory, atomic_write_text
+from training.runtime.atomic import atomic_directory, atomic_write_text, check_writable
 from training.weights.card import ModelCard
-from training.weights.checkpoint import CARD_NAME, read_model_card, save_checkpoint
+from training.weights.checkpoint import CARD_NAME, CheckpointError, read_model_card, save_checkpoint
 from training.weights.store import ModelEntry, _slug
 
 VERSION_RE = re.compile(r"^v(\d{4,})$")
@@ -31,17 +31,32 @@ ACTIVE = "active.json"
 class VersionStore:
     def __init__(self, root: str | Path):
         self.root = Path(root)
+        self.problems: list[str] = []  # "path: reason" of versions that could not be listed
+
+    def check_writable(self) -> Path:
+        """Raise :class:`PermissionError` naming the model folder unless a version can be
+        written into it: call it *before* a fine-tune, not after."""
+        return check_writable(self.root, "model folder")
 
     def lineage_dir(self, lineage: str) -> Path:
         return self.root / _slug(lineage)
 
     def versions(self, lineage: str) -> list[ModelEntry]:
+        """The healthy versions of ``lineage``, oldest first. A version whose card is corrupt
+        is left out (and named in :attr:`problems`); the others stay usable."""
         d = self.lineage_dir(lineage)
         out = []
         if d.is_dir():
             for v in sorted(p for p in d.iterdir() if VERSION_RE.match(p.name)):
-                if (v / CARD_NAME).is_file():
-                    out.append(ModelEntry(read_model_card(v).name, v, read_model_card(v), "user"))
+                if not (v / CARD_NAME).is_file():
+                    continue  # a number reserved by a write in progress (or abandoned)
+                try:
+                    card = read_model_card(v)
+                except CheckpointError as e:
+                    if str(e) not in self.problems:
+                        self.problems.append(str(e))
+                    continue
+                out.append(ModelEntry(card.name, v, card, "user"))
         return out
 
     def lineages(self) -> list[str]:
@@ -53,7 +68,7 @@ class VersionStore:
         d = self.lineage_dir(lineage)
         try:
             name = json.loads((d / ACTIVE).read_text())["active"]
-        except (FileNotFoundError, json.JSONDecodeError, KeyError):
+        except (OSError, ValueError, KeyError, TypeError):
             versions = self.versions(lineage)
             return versions[-1] if versions else None
         return next((e for e in self.versions(lineage) if e.path.name == name), None)
@@ -63,15 +78,19 @@ class VersionStore:
         entry = next((e for e in self.versions(lineage) if e.path.name == version), None)
         if entry is None:
             raise KeyError(f"{lineage} has no version {version!r}")
-        atomic_write_text(self.lineage_dir(lineage) / ACTIVE, json.dumps({"active": version}) + "\n")
+        atomic_write_text(self.lineage_dir(lineage) / ACTIVE,
+                          json.dumps({"active": version}) + "\n")
         return entry
 
     def add_version(self, model: nn.Module, card: ModelCard, lineage: str,
                     parent: ModelEntry | None = None, make_active: bool = True) -> ModelEntry:
-        """Save ``model`` as the next version of ``lineage`` (never overwrites one)."""
+        """Save ``model`` as the next version of ``lineage`` (never overwrites one).
+
+        The number is reserved with an exclusive ``mkdir`` (:func:`atomic_directory`), so
+        concurrent writers, in this process or others, each get their own version."""
         d = self.lineage_dir(lineage)
         d.mkdir(parents=True, exist_ok=True)
-        for _ in range(100):  # another process may take the same number: try the next
+        for _ in range(1000):  # another writer may reserve the same number: try the next
             numbers = [int(VERSION_RE.match(p.name).group(1)) for p in d.iterdir()
                        if VERSION_RE.match(p.name)]
             version = f"v{max(numbers, default=0) + 1:04d}"

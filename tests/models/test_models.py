@@ -51,7 +51,8 @@ def test_grayscale_equals_repeated_channels(task):
     mask = random_window_mask(2, (56, 56), 4, 0.75) if task == "mae" else None
     with torch.no_grad():
         one = model(x, mask=mask) if mask is not None else model(x)
-        three = model(x.expand(-1, 3, -1, -1), mask=mask) if mask is not None else model(x.repeat(1, 3, 1, 1))
+        three = (model(x.expand(-1, 3, -1, -1), mask=mask) if mask is not None
+                 else model(x.repeat(1, 3, 1, 1)))
     if task == "mae":
         one, three = one[1], three[1]
     torch.testing.assert_close(one, three, atol=1e-4, rtol=0)

@@ -27,9 +27,9 @@ def test_kfold_groups_not_split_and_seeded():
         assert all(sum(groups[j] == g for j in te) == 4 for g in pts)  # whole patients
         assert not pts & {groups[i] for i in tr}
     again = kfold_splits(40, 5, seed=0, groups=groups)
-    assert all(np.array_equal(a[1], b[1]) for a, b in zip(folds, again))
+    assert all(np.array_equal(a[1], b[1]) for a, b in zip(folds, again, strict=False))
     other = kfold_splits(40, 5, seed=1, groups=groups)
-    assert any(not np.array_equal(a[1], b[1]) for a, b in zip(folds, other))
+    assert any(not np.array_equal(a[1], b[1]) for a, b in zip(folds, other, strict=False))
 
 
 def test_kfold_stratified_labels():
@@ -51,7 +51,7 @@ def test_label_fractions_nested_and_seeded():
     fr = (0.05, 0.1, 0.25, 0.5, 0.8, 1.0)
     a = label_fraction_subsets(200, fr, seed=3)
     assert [len(a[f]) for f in fr] == [10, 20, 50, 100, 160, 200]
-    for small, big in zip(fr, fr[1:]):
+    for small, big in zip(fr, fr[1:], strict=False):
         assert set(a[small]) <= set(a[big])
     b = label_fraction_subsets(200, fr, seed=3)
     assert all(np.array_equal(a[f], b[f]) for f in fr)

@@ -46,7 +46,8 @@ def test_failed_save_leaves_no_version_and_keeps_active(tmp_path, monkeypatch):
     m = build_model("segmentation", "tiny", num_classes=2)
     v1 = store.add_version(m, _card(m), "liver")
     from training.weights import checkpoint
-    monkeypatch.setattr(checkpoint, "save_file", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full")))
+    monkeypatch.setattr(checkpoint, "save_file",
+                        lambda *a, **k: (_ for _ in ()).throw(OSError("disk full")))
     with pytest.raises(OSError):
         store.add_version(m, _card(m), "liver", parent=v1)
     assert [e.path.name for e in store.versions("liver")] == ["v0001"]

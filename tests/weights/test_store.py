@@ -11,7 +11,8 @@ from training.weights.store import ModelStore, user_model_dir
 def test_lists_builtin_and_user_models_and_reports_bad_ones(tmp_path, monkeypatch):
     monkeypatch.setenv("NAPARI_VISMAE_MODELS", str(tmp_path / "user"))
     assert user_model_dir() == tmp_path / "user"
-    save_checkpoint(build_model("segmentation", "tiny", num_classes=2), tmp_path / "builtin" / "seg")
+    save_checkpoint(build_model("segmentation", "tiny", num_classes=2),
+                    tmp_path / "builtin" / "seg")
     save_checkpoint(build_model("classification", "tiny", num_classes=2), tmp_path / "user" / "cls")
     broken = tmp_path / "user" / "broken"
     broken.mkdir()
@@ -20,7 +21,8 @@ def test_lists_builtin_and_user_models_and_reports_bad_ones(tmp_path, monkeypatc
     entries = store.list()
     assert sorted((e.name, e.source) for e in entries) == [("cls", "user"), ("seg", "built-in")]
     assert [e.name for e in store.list(task="segmentation")] == ["seg"]
-    assert len(store.problems) == 1 and "broken" in store.problems[0] and "JSON" in store.problems[0]
+    assert len(store.problems) == 1
+    assert "broken" in store.problems[0] and "JSON" in store.problems[0]
 
 
 def test_opening_an_official_file_converts_it(tmp_path, reference_dir):

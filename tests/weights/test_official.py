@@ -111,7 +111,8 @@ def test_mae_initialises_official_depth_segmentation(reference_dir):
     report = init_from_checkpoint(seg, ref["state_dict"])
     fresh_blocks = {k.split(".attn")[0].split(".mlp")[0].split(".norm")[0] for k in report.new
                     if ".blocks." in k}
-    assert fresh_blocks == {f"{s}.blocks.{i}" for s in ("layers.2", "layers_up.0") for i in range(2, 6)}
+    assert fresh_blocks == {f"{s}.blocks.{i}" for s in ("layers.2", "layers_up.0")
+                            for i in range(2, 6)}
     assert "decoder_pred.weight" in report.ignored and "mask_token" in report.ignored
     assert torch.equal(seg.layers_up[1].blocks[0].attn.qkv.weight,
                        ref["state_dict"]["layers_up.1.blocks.0.attn.qkv.weight"])

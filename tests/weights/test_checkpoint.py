@@ -101,7 +101,8 @@ def test_card_that_does_not_fit_the_weights(tmp_path, seg):
 
 
 @pytest.mark.parametrize("text, reason", [("{not json", "not valid JSON"),
-                                          ('{"format": "other"}', "not a napari-vismae model card")])
+                                          ('{"format": "other"}',
+                                           "not a napari-vismae model card")])
 def test_bad_model_card(tmp_path, seg, text, reason):
     path = save_checkpoint(seg, tmp_path / "m")
     (path / "model_card.json").write_text(text)
