@@ -104,7 +104,7 @@ def _adamw(params, grads, avgs, sqs, steps, group) -> None:
             torch._foreach_add_(denom, eps)
             torch._foreach_addcdiv_(ps, ms, denom, -lr / bc1)
     else:
-        for p, g, m, v, s in zip(params, grads, avgs, sqs, steps):
+        for p, g, m, v, s in zip(params, grads, avgs, sqs, steps, strict=True):
             _one(p, g, m, v, float(s.item()), lr, beta1, beta2, eps, wd)
 
 
