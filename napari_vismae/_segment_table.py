@@ -106,7 +106,9 @@ class SegmentTableWidget(QWidget):
 
     def __init__(self, napari_viewer: napari.viewer.Viewer):
         super().__init__()
-        self.viewer = napari_viewer
+        # napari hands plugin widgets a PublicOnlyProxy whose every attribute access makes a
+        # new wrapper (so `layer is layer` fails) and warns on the undo-stack lengths read below
+        self.viewer = getattr(napari_viewer, "__wrapped__", napari_viewer)
         self.rows: list[ClassStats] = []
         self.worker = None
         self._generation = 0

@@ -193,3 +193,16 @@ def test_hidden_class_keeps_its_colour_in_a_save_and_in_a_new_table(make_napari_
     [back] = viewer.open(str(out), plugin="napari-vismae")
     np.testing.assert_allclose(back.get_color(1)[:3], liver[:3], atol=1 / 255)
     np.testing.assert_array_equal(back.data, labels.data)
+
+
+def test_opens_from_the_plugin_menu_entry(make_napari_viewer, qtbot, recwarn):
+    viewer = make_napari_viewer()
+    lab = np.zeros((3, 10, 10), np.uint8)
+    lab[1, 2:5, 2:5] = 2
+    viewer.add_labels(lab, name="l")
+    _, w = viewer.window.add_plugin_dock_widget("napari-vismae", "Segment table")
+    assert isinstance(w, SegmentTableWidget)
+    _wait_rows(qtbot, w, lambda rows: [(r.index, r.voxels) for r in rows] == [(2, 9)])
+    w.set_visible(2, False)
+    assert viewer.layers["l"].get_color(2)[3] == 0
+    assert not [str(x.message) for x in recwarn if "private" in str(x.message).lower()]
