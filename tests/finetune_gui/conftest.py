@@ -69,3 +69,86 @@ def cls_model(ft_store):
                              {"index": 1, "name": "lesion", "color": "#D55E00"}])
     _models.events.models_changed.emit()
     return next(e for e in ft_store.list() if e.name == "tiny-cls")
+
+
+@pytest.fixture
+def notes():
+    """Every napari notification shown during the test: [(severity, message)]. The test
+    fails at the end on an error notification it did not expect (``notes.expect_errors``)."""
+    from napari.utils.notifications import NotificationSeverity, notification_manager
+
+    class Notes(list):
+        expect_errors = 0
+
+        def errors(self):
+            return [m for s, m in self if s == NotificationSeverity.ERROR]
+
+        def warnings(self):
+            return [m for s, m in self if s == NotificationSeverity.WARNING]
+
+    got = Notes()
+
+    def record(n):
+        got.append((n.severity, n.message))
+
+    notification_manager.notification_ready.connect(record)
+    yield got
+    notification_manager.notification_ready.disconnect(record)
+    assert len(got.errors()) == got.expect_errors, got.errors()
+
+
+def _runqueue_wait() -> float:
+    """Seconds this thread has waited, runnable, for a CPU (Linux schedstat), else 0."""
+    try:
+        with open("/proc/thread-self/schedstat") as f:
+            return int(f.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+class Heartbeat:
+    """A 50 ms QTimer on the GUI thread. ``gaps[step]``: the longest time between two ticks
+    while ``step`` ran, beyond the 50 ms period, *minus the time the GUI thread sat ready
+    but without a CPU* (other processes on a shared CI machine; Linux schedstat) - i.e. the
+    time the GUI thread was busy or blocked: a stall of ours. ``wall[step]``: the same
+    without that correction."""
+
+    def __init__(self):
+        import time
+
+        from qtpy.QtCore import QTimer
+
+        self._now = time.perf_counter
+        self.timer = QTimer()
+        self.timer.setInterval(50)
+        self.timer.timeout.connect(self._tick)
+        self.last = None
+        self.step = None
+        self.gaps: dict[str, float] = {}
+        self.wall: dict[str, float] = {}
+        self.timer.start()
+
+    def _tick(self):
+        t, q = self._now(), _runqueue_wait()
+        if self.last is not None and self.step is not None:
+            wall = t - self.last[0] - 0.05
+            own = wall - (q - self.last[1])
+            self.wall[self.step] = max(self.wall.get(self.step, 0.0), wall)
+            self.gaps[self.step] = max(self.gaps.get(self.step, 0.0), own)
+        self.last = (t, q)
+
+    def begin(self, step: str, qtbot) -> None:
+        qtbot.wait(120)  # settle: the previous step's last tick
+        self.step = step
+        self.last = (self._now(), _runqueue_wait())
+
+    def end(self, qtbot) -> None:
+        qtbot.wait(120)  # a tick after the step's synchronous part
+        self.step = None
+
+    def report(self) -> str:
+        return ", ".join(f"{k}: {self.gaps[k]:.3f} s ({self.wall[k]:.3f} s wall)"
+                         for k in self.gaps)
+
+    def stop(self):
+        self.timer.stop()

@@ -8,13 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from training.interactive.autosave import Autosave, work_dir_for
+from training.interactive.autosave import Autosave, AutosaveError, work_dir_for
 from training.interactive.corrections import (
     CorrectionError,
     CorrectionSet,
-    split_validation,
+    kfold,
     study_key,
     validate_sets,
+    validation_plan,
 )
 from training.interactive.session import SessionConfig, run_session
 from training.weights.versions import VersionStore
@@ -64,14 +65,15 @@ def test_empty_and_single_class_sets_are_refused_clearly(study):
     CorrectionSet(vol, lab, corrected={5}).validate(num_classes=5)
 
 
-def test_validation_split_modes():
-    assert split_validation(list(range(10)), "auto")[2] == "hold-out"
-    tr, va, how = split_validation(list(range(10)), "hold-out")
-    assert len(va) == 2 and sorted(tr + va) == list(range(10))
-    tr, va, how = split_validation([4, 7, 9], "auto")
-    assert how == "leave-one-out" and len(va) == 1 and len(tr) == 2
-    assert split_validation([3], "auto") == ([3], [], "none")
-    assert split_validation([3, 4], "none") == ([3, 4], [], "none")
+def test_validation_plan_and_folds():
+    assert validation_plan(2) == "too-few" and validation_plan(3) == "k-fold"
+    assert validation_plan(10, "none") == "none"
+    with pytest.raises(ValueError, match="validation must be one of"):
+        validation_plan(5, "hold-out")
+    folds = kfold(list(range(10)), 3, seed=1)
+    assert len(folds) == 3 and sorted(sum(folds, [])) == list(range(10))
+    assert sorted(len(f) for f in folds) == [3, 3, 4]
+    assert sorted(map(len, kfold([4, 7, 9], 5))) == [1, 1, 1]  # leave-one-out
 
 
 # -- autosave -----------------------------------------------------------------------------------
@@ -91,8 +93,27 @@ def test_autosave_roundtrip_is_atomic_and_keyed(tmp_path, study):
     fresh = CorrectionSet(vol, np.zeros_like(lab))
     saved.apply(fresh)
     assert fresh.corrected == {2, 5, 9} and (fresh.labels == lab).all()
-    path.write_bytes(b"garbage")  # an unreadable file is ignored, not raised
-    assert saver.load(cs.key) is None
+
+@pytest.mark.parametrize("damage", ["empty", "truncated", "crc"])
+def test_corrupt_autosave_is_a_clear_error_and_moved_aside(tmp_path, study, damage):
+    vol, lab = study
+    saver = Autosave(tmp_path / "work")
+    cs = CorrectionSet(vol, lab, corrected={2, 9})
+    path = saver.save(cs)
+    raw = bytearray(path.read_bytes())
+    if damage == "empty":
+        raw = bytearray()
+    elif damage == "truncated":
+        raw = raw[: len(raw) // 2]
+    else:  # flip bytes inside the compressed labels: the zip CRC check fails
+        mid = len(raw) // 2
+        raw[mid:mid + 16] = bytes(b ^ 0xFF for b in raw[mid:mid + 16])
+    path.write_bytes(bytes(raw))
+    with pytest.raises(AutosaveError, match=path.name) as err:
+        saver.load(cs.key)
+    assert "moved aside" in str(err.value)
+    assert not path.exists() and path.with_name(path.name + ".corrupt").exists()
+    assert saver.load(cs.key) is None  # gone: the next save starts afresh
 
 
 # -- ranking ------------------------------------------------------------------------------------
@@ -121,7 +142,7 @@ def _tree(root):
     return {p.relative_to(root): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def test_stop_keeps_best_but_leaves_previous_version_active(ft_store, study):
+def test_stop_during_validation_saves_inactive_and_before_saves_nothing(ft_store, study):
     from training.weights.checkpoint import load_checkpoint
 
     base = _entry(ft_store)
@@ -134,17 +155,18 @@ def test_stop_keeps_best_but_leaves_previous_version_active(ft_store, study):
 
     def on_event(ev):
         events.append(ev)
-        if ev["kind"] == "epoch":
-            stop.set()
+        if ev["kind"] == "phase" and ev["phase"] == "fold":
+            stop.set()  # trained on all slices; stopped in the cross-validation
 
-    cfg = SessionConfig(steps=40, val_every=2, batch_size=2)
+    cfg = SessionConfig(steps=4, val_every=2, batch_size=2)
     res = run_session(v1, [_cs(study)], cfg, vs, stop_event=stop, on_event=on_event)
-    assert res.status == "stopped" and res.entry.path.name == "v0002"
+    assert res.status == "stopped" and res.entry.path.name == "v0002" and not res.active
     assert vs.active("weak-tiny-seg-corrected").path == v1.path
     assert _tree(v1.path) == before
     assert res.entry.card.provenance["status"] == "stopped"
+    assert res.best_score is None and "stays active" in res.message
     assert events[-1]["kind"] == "saving" and any(e["kind"] == "stopped" for e in events)
-    # stopped before any validation: nothing is written at all
+    # stopped while training on all slices: nothing is written at all
     stop2 = threading.Event()
     stop2.set()
     snapshot = _tree(ft_store.user_dir)
@@ -201,29 +223,79 @@ def test_out_of_memory_halves_the_batch_then_reports(ft_store, study, monkeypatc
                     VersionStore(ft_store.user_dir))
 
 
-@pytest.mark.slow
-def test_finished_run_is_a_new_active_version_with_provenance(ft_store, study):
+def test_kfold_scores_every_corrected_slice_per_class(ft_store, study):
+    """>= 3 corrected slices: trained on all, judged by 3-fold cross-validation; per-class
+    Dice with the slices behind it, next to the starting model's on the same slices."""
     base = _entry(ft_store)
     vs = VersionStore(ft_store.user_dir)
-    res = run_session(base, [_cs(study)], SessionConfig(steps=4, val_every=2, batch_size=2), vs)
+    events = []
+    res = run_session(base, [_cs(study)], SessionConfig(steps=4, val_every=2, batch_size=2),
+                      vs, on_event=events.append)
     lineage = "weak-tiny-seg-corrected"
-    assert res.status == "done" and res.lineage == lineage
-    assert [v.path.name for v in vs.versions(lineage)] == ["v0001", "v0002"]
-    assert vs.active(lineage).path == res.entry.path
-    v1 = vs.versions(lineage)[0]
-    assert v1.card.weights_sha256 == base.card.weights_sha256 or \
-        v1.card.provenance["imported_from"]["weights_sha256"] == base.card.weights_sha256
+    assert res.validation == "k-fold" and res.metric == "cv_dice" and res.n_val == 3
+    phases = [(e["phase"], e["fold"]) for e in events if e["kind"] == "phase"]
+    assert phases == [("train", None), ("fold", 1), ("fold", 2), ("fold", 3)]
+    assert events[0]["total_steps"] == 16  # 4 steps on all + 3 folds x 4
+    _, truth = study
+    for c in res.per_class:
+        assert c["n_slices"] == sum(int((truth[z] == c["index"]).any()) for z in CORRECTED)
+        assert 0 <= c["score"] <= 1 and 0 <= c["start"] <= 1
+    assert {c["index"] for c in res.per_class} == {c for z in CORRECTED
+                                                   for c in np.unique(truth[z]) if c}
+    assert res.best_score == pytest.approx(np.mean([c["score"] for c in res.per_class]))
     prov = res.entry.card.provenance
-    assert prov["parent"]["path"] == "v0001"
-    assert prov["data"]["validation"] == "leave-one-out"
+    assert sorted(sum(prov["data"]["folds"], [])) == list(CORRECTED)
+    assert prov["metrics"]["per_class"] == res.per_class and prov["metrics"]["n_val_slices"] == 3
+    assert "3-slice cross-validated" in res.message
+    # judged by the numbers: active if not worse than the starting model
+    assert res.active == (not res.judged_worse) == (res.best_score >= res.start_score)
+    assert (vs.active(lineage).path == res.entry.path) == res.active
+    prov1 = vs.versions(lineage)[0].card.provenance
+    assert prov1["imported_from"]["weights_sha256"] == base.card.weights_sha256
+
+
+def test_run_judged_worse_is_saved_but_not_active(ft_store, study):
+    base = _entry(ft_store)
+    vs = VersionStore(ft_store.user_dir)
+    res = run_session(base, [_cs(study)], SessionConfig(mode="full", lr=5.0, steps=2, val_every=2,
+                                                        batch_size=3, augment=False), vs)
+    assert res.judged_worse and res.best_score < res.start_score
+    assert res.entry is not None and not res.active and res.status == "done"
+    assert vs.active("weak-tiny-seg-corrected").path.name == "v0001"  # the base copy
+    assert "judged WORSE" in res.message and "Make active" in res.message
+    vs.set_active("weak-tiny-seg-corrected", res.entry.path.name)  # the user decides
+
+
+def test_too_few_corrected_slices_give_no_number(ft_store, study):
+    vol, lab = study
+    vs = VersionStore(ft_store.user_dir)
+    events = []
+    res = run_session(_entry(ft_store), [CorrectionSet(vol, lab, corrected={2, 9})],
+                      SessionConfig(steps=2, val_every=2, batch_size=2), vs,
+                      on_event=events.append)
+    assert res.validation == "too-few" and res.best_score is None and res.per_class == []
+    assert "too few corrected slices to validate" in res.message
+    assert not any(e["kind"] in ("baseline", "cv") for e in events)
+    assert not any("score" in e for e in events)
+    assert res.active and res.entry.card.provenance["metrics"]["best"] is None
+
+
+@pytest.mark.slow
+def test_finished_run_continues_the_lineage_and_rolls_back(ft_store, study):
+    base = _entry(ft_store)
+    vs = VersionStore(ft_store.user_dir)
+    lineage = "weak-tiny-seg-corrected"
+    res = run_session(base, [_cs(study)], SessionConfig(steps=2, val_every=2, batch_size=2,
+                                                        validation="none"), vs)
+    assert res.status == "done" and res.active and res.validation == "none"
+    prov = res.entry.card.provenance
+    assert prov["parent"]["path"] == "v0001" and prov["duration_s"] > 0
     study_prov = prov["data"]["studies"][0]
-    assert sorted(study_prov["train_slices"] + study_prov["val_slices"]) == list(CORRECTED)
+    assert study_prov["train_slices"] == list(CORRECTED)
     assert study_prov["study_key"].startswith("sha256:")
-    assert prov["hyperparameters"]["mode"] == "decoder" and prov["duration_s"] > 0
-    assert prov["metrics"]["selection"] == "val_dice" and prov["metrics"]["start"] is not None
-    # the next run continues the lineage from the active version
     res2 = run_session(res.entry, [_cs(study)], SessionConfig(steps=2, val_every=2,
-                                                               batch_size=2), vs)
+                                                               batch_size=2,
+                                                               validation="none"), vs)
     assert res2.entry.path.name == "v0003" and res2.entry.card.provenance["parent"]["path"] \
         == "v0002"
     vs.set_active(lineage, "v0001")  # rollback
@@ -236,10 +308,9 @@ def test_classification_tags_train_a_head_version(ft_store, cls_model, study):
     cs.tag([0, 1, 2], 0)
     cs.tag([9, 10, 11], 1)
     assert cs.class_counts(2) == {0: 3, 1: 3} and cs.training_slices() == [0, 1, 2, 9, 10, 11]
-    res = run_session(cls_model, [cs], SessionConfig(steps=2, val_every=2, batch_size=2,
-                                                     validation="leave-one-out"),
+    res = run_session(cls_model, [cs], SessionConfig(steps=2, val_every=2, batch_size=2),
                       VersionStore(ft_store.user_dir))
-    assert res.status == "done" and res.metric == "val_accuracy"
+    assert res.status == "done" and res.metric == "cv_accuracy" and res.n_val == 6
     assert res.entry.card.task == "classification"
     assert res.entry.card.provenance["hyperparameters"]["mode"] == "head"  # decoder -> head
     assert res.lineage == "tiny-cls-corrected"

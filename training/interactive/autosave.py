@@ -10,6 +10,7 @@ study (no names).
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -70,24 +71,52 @@ class Autosave:
         return path
 
     def load(self, key: str) -> SavedCorrections | None:
-        """The saved corrections of study ``key``, or None (also for an unreadable file)."""
+        """The saved corrections of study ``key``, or None if there are none.
+
+        An unreadable file (empty, truncated, damaged: a CRC error, bad JSON, missing
+        fields) raises :class:`AutosaveError` naming it and the problem, after moving it
+        aside to ``<name>.corrupt`` (kept for inspection; the next save starts afresh)."""
         path = self.path(key)
         if not path.is_file():
             return None
-        try:
-            with self._lock, np.load(path, allow_pickle=False) as z:
-                meta = json.loads(z["meta"].tobytes().decode())
-                labels = z["labels"] if "labels" in z.files else None
-        except (OSError, ValueError, KeyError):
+        saved = read_saved(path)
+        if saved.key != key:
             return None
-        if meta.get("key") != key:
-            return None
-        return SavedCorrections(key, labels, [int(i) for i in meta["corrected"]],
-                                {int(k): int(v) for k, v in meta.get("tags", {}).items()},
-                                float(meta["saved_at"]), path)
+        return saved
 
     def delete(self, key: str) -> None:
         self.path(key).unlink(missing_ok=True)
 
     def keys(self) -> list[Path]:
         return sorted(self.root.glob("*.npz")) if self.root.is_dir() else []
+
+
+class AutosaveError(ValueError):
+    """An autosave file that cannot be read; the message names the file and the problem."""
+
+
+def read_saved(path: str | Path) -> SavedCorrections:
+    """Read one autosave file; :class:`AutosaveError` if it is unreadable (see
+    :meth:`Autosave.load`)."""
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            raise ValueError("the file is empty (0 bytes)")
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(z["meta"].tobytes().decode())
+            labels = np.array(z["labels"]) if "labels" in z.files else None
+        saved = SavedCorrections(str(meta["key"]), labels,
+                                 [int(i) for i in meta["corrected"]],
+                                 {int(k): int(v) for k, v in meta.get("tags", {}).items()},
+                                 float(meta["saved_at"]), path)
+    except Exception as e:  # noqa: BLE001 - zipfile, zlib, json, numpy: all mean "damaged"
+        aside = path.with_name(path.name + ".corrupt")
+        try:
+            os.replace(path, aside)
+            where = f"; moved aside to {aside.name}"
+        except OSError:
+            where = ""
+        reason = str(e) or type(e).__name__
+        raise AutosaveError(f"the autosaved corrections {path} are unreadable "
+                            f"({type(e).__name__}: {reason}){where}") from e
+    return saved

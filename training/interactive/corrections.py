@@ -24,7 +24,7 @@ import numpy as np
 from training.data.datasets import ArrayDataset, DataError
 from training.data.preprocessing import Preprocessing
 
-VALIDATION_MODES = ("auto", "hold-out", "leave-one-out", "none")
+VALIDATION_MODES = ("auto", "none")
 
 
 class CorrectionError(DataError):
@@ -75,6 +75,9 @@ class CorrectionSet:
     task: str = "segmentation"
     modality: str | None = None
     window: tuple[float, float] | None = None
+    # a compact set holding only some slices of a study: {"shape": the study's shape,
+    # "slices": the study's index of each slice here, "image_sha256": of the whole study}
+    origin: dict | None = None
 
     def __post_init__(self):
         self.image = np.asarray(self.image)
@@ -162,18 +165,23 @@ class CorrectionSet:
             targets = [self.tags[i] for i in idx]
         else:
             targets = [self._slice(self.labels, i).astype(np.int64) for i in idx]
-        names = [f"{key_digest(self.key)}[z={i}]" for i in idx]
+        names = [f"{key_digest(self.key)}[z={self._study_index(i)}]" for i in idx]
         return ArrayDataset(images, targets, task=self.task, prep=prep,
                             modality=modality or self.modality, window=window or self.window,
                             names=names)
 
+    def _study_index(self, i: int) -> int:
+        return int(self.origin["slices"][i]) if self.origin else int(i)
+
     def provenance(self, train: Sequence[int], val: Sequence[int]) -> dict:
         """What a model card records about this study: its key, never a name."""
-        return {"study_key": self.key, "shape": list(self.image.shape),
+        origin = self.origin or {}
+        return {"study_key": self.key, "shape": list(origin.get("shape", self.image.shape)),
                 "image_sha256": self.key[7:] if self.key.startswith("sha256:")
-                else content_hash(self.image),
+                else origin.get("image_sha256") or content_hash(self.image),
                 "labels_sha256": content_hash(self.labels) if self.labels is not None else None,
-                "train_slices": [int(i) for i in train], "val_slices": [int(i) for i in val]}
+                "train_slices": [self._study_index(i) for i in train],
+                "val_slices": [self._study_index(i) for i in val]}
 
 
 def validate_sets(sets: Sequence[CorrectionSet], num_classes: int | None = None) -> None:
@@ -205,29 +213,24 @@ def validate_sets(sets: Sequence[CorrectionSet], num_classes: int | None = None)
                               "two classes")
 
 
-def split_validation(slices: Sequence, mode: str = "auto", fraction: float = 0.2,
-                     seed: int = 0) -> tuple[list, list, str]:
-    """Split training items into (train, val, how).
+MIN_VALIDATION_SLICES = 3  # fewer corrected slices: "too few corrected slices to validate"
 
-    * ``hold-out``: a random ``fraction`` (at least 1, leaving at least 1 to train);
-    * ``leave-one-out``: one item held out (the few-shot case: a single fold);
-    * ``none``: no validation (the caller reports *training* Dice, labelled so);
-    * ``auto``: hold-out with >= 5 items, leave-one-out with 2-4, none with 1.
 
-    ``how`` is the mode actually used.
-    """
+def kfold(items: Sequence, k: int = 3, seed: int = 0) -> list[list]:
+    """``items`` shuffled (seeded) and dealt into ``min(k, len(items))`` folds of near-equal
+    size; every item is in exactly one fold."""
+    items = list(items)
+    k = max(1, min(int(k), len(items)))
+    order = list(range(len(items)))
+    random.Random(seed).shuffle(order)
+    return [[items[i] for i in sorted(order[f::k])] for f in range(k)]
+
+
+def validation_plan(n: int, mode: str = "auto") -> str:
+    """How ``n`` corrected slices are validated: ``'k-fold'`` (``auto`` with at least
+    :data:`MIN_VALIDATION_SLICES`), ``'too-few'`` (``auto`` with fewer) or ``'none'``."""
     if mode not in VALIDATION_MODES:
         raise ValueError(f"validation must be one of {VALIDATION_MODES}, got {mode!r}")
-    items = list(slices)
-    n = len(items)
-    if mode == "auto":
-        mode = "hold-out" if n >= 5 else "leave-one-out" if n >= 2 else "none"
-    if mode == "none" or n < 2:
-        return items, [], "none"
-    order = list(range(n))
-    random.Random(seed).shuffle(order)
-    k = 1 if mode == "leave-one-out" else min(n - 1, max(1, round(n * fraction)))
-    val_idx = sorted(order[:k])
-    val = [items[i] for i in val_idx]
-    train = [items[i] for i in range(n) if i not in set(val_idx)]
-    return train, val, mode
+    if mode == "none":
+        return "none"
+    return "k-fold" if n >= MIN_VALIDATION_SLICES else "too-few"

@@ -1,37 +1,42 @@
 """A few-shot fine-tuning run on the user's corrections, saved as a new model version.
 
-:func:`session_steps` is a generator (the napari Fine-tune widget drives it
-from a worker thread; :func:`run_session` runs it headless):
+:func:`session_steps` is a generator (the napari Fine-tune widget drives it in a child
+process through :mod:`training.interactive.finetune`; :func:`run_session` runs it
+headless):
 
 1. check the training set (:func:`training.interactive.corrections.validate_sets`: a clear
    :class:`~training.interactive.corrections.CorrectionError` for an empty or
    single-class set, before anything is loaded);
-2. split the corrected slices for validation (hold-out, leave-one-out, or none,
-   in which case the score is the *training* Dice and is labelled
-   ``train_dice``);
-3. score the starting model (``{'kind': 'baseline'}``), then train with
-   :func:`training.finetune.finetune_steps`, validating every ``val_every``
-   steps, keeping the best weights in memory; every event of the loop is
-   passed on (``step`` with ``loss``, ``epoch`` with ``score``/``is_best``);
-4. on CUDA out-of-memory, restart with half the batch size
-   (``{'kind': 'oom'}``), down to 1, then fail with a clear message;
-5. save the best weights as a new immutable version
-   (:class:`training.weights.versions.VersionStore`) with provenance: parent,
-   study keys (UID or content hash, never names) and slice indices,
-   hyper-parameters, metrics and duration.
+2. score the starting model on every corrected slice (``{'kind': 'baseline'}``, per class);
+3. train on all the corrected slices (``phase`` ``train``), then, to judge the run
+   honestly, k-fold cross-validate it: with ``k`` folds (default 3) of the corrected
+   slices, the same training from the same start on the other folds, scored on the
+   held-out fold (``phase`` ``fold``). Every corrected slice is thus predicted once by a
+   model that never saw it; per-class Dice is pooled over those slices and reported
+   with the number of slices behind each class, next to the starting model's on the
+   same slices. With fewer than 3 corrected slices there is nothing honest to report:
+   the run says "too few corrected slices to validate" and gives no number. Explicit
+   ``val_sets`` (other studies) replace the cross-validation: one training, validated
+   on them every ``val_every`` steps, the best weights kept;
+4. on CUDA out-of-memory, restart with half the batch size (``{'kind': 'oom'}``), down
+   to 1, then fail with a clear message;
+5. save the weights trained on all slices as a new immutable version
+   (:class:`training.weights.versions.VersionStore`) with provenance: parent, study keys
+   (UID or content hash, never names) and slice indices, hyper-parameters, metrics and
+   duration.
 
 Versions and safety:
 
-* The lineage of a base model that is itself a version is that version's
-  lineage; for any other base it is ``<base name>-corrected``, whose first
-  version (``v0001``) is a copy of the base, so a rollback to the original is
-  always possible.
-* A finished run's version becomes active. A **stopped** run saves its best
-  weights as a version only if at least one validation happened, and does
-  **not** make it active (the user can, from the version list). A stopped run
-  without a validation, or a run that raised, writes nothing: the previous
-  active version and the folder are untouched (versions are written
-  atomically, and only at the end).
+* The lineage of a base model that is itself a version is that version's lineage; for
+  any other base it is ``<base name>-corrected``, whose first version (``v0001``) is a
+  copy of the base, so a rollback to the original is always possible.
+* A finished run's version becomes active **unless it is judged worse than its parent**
+  (cross-validated score below the starting model's on the same slices): then it is
+  saved but not made active, and the message says so; the user decides.
+* A **stopped** run saves its weights only if the training on all slices completed (a
+  stop during the cross-validation), and does not make them active. A stop during that
+  training, or a run that raised, writes nothing: the previous active version and the
+  folder are untouched (versions are written atomically, and only at the end).
 """
 from __future__ import annotations
 
@@ -46,11 +51,14 @@ import torch
 
 from training.data.datasets import SliceDataset
 from training.finetune.engine import MODES, FinetuneConfig, TrainState, finetune_steps
+from training.interactive import scoring
 from training.interactive.corrections import (
+    VALIDATION_MODES,
     CorrectionError,
     CorrectionSet,
-    split_validation,
+    kfold,
     validate_sets,
+    validation_plan,
 )
 from training.weights.card import ModelCard
 from training.weights.store import ModelEntry, _slug
@@ -70,8 +78,8 @@ class SessionConfig:
     batch_size: int = 4
     lr: float | None = None  # None: DEFAULT_LR[mode]
     device: str = "cpu"
-    validation: str = "auto"  # auto | hold-out | leave-one-out | none
-    val_fraction: float = 0.2
+    validation: str = "auto"  # auto (k-fold with >= 3 corrected slices) | none
+    folds: int = 3
     augment: bool = True
     warmup_steps: int = 5
     seed: int = 0
@@ -79,8 +87,11 @@ class SessionConfig:
     def __post_init__(self):
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
-        if self.steps < 1 or self.val_every < 1 or self.batch_size < 1:
-            raise ValueError("steps, val_every and batch_size must be >= 1")
+        if self.steps < 1 or self.val_every < 1 or self.batch_size < 1 or self.folds < 2:
+            raise ValueError("steps, val_every and batch_size must be >= 1, folds >= 2")
+        if self.validation not in VALIDATION_MODES:
+            raise ValueError(f"validation must be one of {VALIDATION_MODES}, "
+                             f"got {self.validation!r}")
 
     @property
     def learning_rate(self) -> float:
@@ -94,6 +105,11 @@ class SessionConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def from_dict(cls, d: dict) -> SessionConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
 
 @dataclass
 class SessionResult:
@@ -101,13 +117,25 @@ class SessionResult:
     entry: ModelEntry | None  # the new version (None if nothing was saved)
     previous_active: ModelEntry | None
     lineage: str
-    metric: str  # "val_dice" | "train_dice" | "val_accuracy" | "train_accuracy"
-    start_score: float | None
-    best_score: float | None
+    metric: str  # "cv_dice" | "val_dice" | "cv_accuracy" | "val_accuracy" | "" (no score)
+    start_score: float | None  # the starting model on the validation slices
+    best_score: float | None  # the run on the same slices (None: not validated)
     best_step: int | None
     duration_s: float
     history: list = field(default_factory=list)
     message: str = ""
+    validation: str = "none"  # "k-fold" | "given" | "too-few" | "none"
+    n_val: int = 0  # slices behind the score
+    per_class: list = field(default_factory=list)  # {index, name, score, start, n_slices}
+    active: bool = False  # the new version was made active
+    judged_worse: bool = False
+
+    def to_dict(self) -> dict:
+        d = {k: v for k, v in dataclasses.asdict(self).items()
+             if k not in ("entry", "previous_active")}
+        d["entry"] = str(self.entry.path) if self.entry else None
+        d["previous_active"] = str(self.previous_active.path) if self.previous_active else None
+        return d
 
 
 class _Concat(SliceDataset):
@@ -143,15 +171,25 @@ def is_oom(e: BaseException) -> bool:
         isinstance(e, RuntimeError) and "out of memory" in str(e).lower())
 
 
-def _score(model, data, task, prep, device, class_names) -> tuple[float, dict]:
-    """-> (the selection score, extra metrics) of ``model`` on ``data``."""
-    from training.finetune.engine import predict_and_score
-    res = predict_and_score(model, data, task, prep, 16, device, None, class_names)
-    if task == "segmentation":
-        return float(res["mean_dice"]), {"val_dice_pooled": res["mean_dice_pooled"],
-                                         "val_dice_per_class": [c["dice"]
-                                                                for c in res["per_class"]]}
-    return float(res["accuracy"]), {}
+def _train(model, start_state, data, cfg, fcfg_kw, total, stop_event, names, offset,
+           on_val=None):
+    """Train from ``start_state`` for ``total`` steps; yields events with global steps
+    (``offset`` +), calls ``on_val(step)`` every ``val_every`` steps. Returns True if it
+    ran to the end, False if stopped."""
+    model.load_state_dict(start_state)
+    epochs = max(1, math.ceil(total / cfg.val_every))
+    fcfg = FinetuneConfig(epochs=epochs, steps_per_epoch=cfg.val_every, **fcfg_kw)
+    for ev in finetune_steps(model, data, None, fcfg, stop_event, TrainState(), names):
+        if ev["kind"] == "step":
+            yield {"kind": "step", "step": offset + ev["step"], "loss": ev["loss"]}
+        elif ev["kind"] == "epoch":
+            extra = on_val(ev["step"]) if on_val is not None else {}
+            yield {"kind": "epoch", "step": offset + ev["step"], "local_step": ev["step"],
+                   "train_loss": ev.get("train_loss"), **extra}
+        elif ev["kind"] == "stopped":
+            yield {"kind": "stopped", "step": offset + ev["step"]}
+            return False
+    return True
 
 
 def session_steps(base: ModelEntry, sets: Sequence[CorrectionSet], cfg: SessionConfig,
@@ -160,8 +198,8 @@ def session_steps(base: ModelEntry, sets: Sequence[CorrectionSet], cfg: SessionC
                   ) -> Generator[dict, None, SessionResult]:
     """Fine-tune ``base`` on the corrected slices of ``sets``; see the module docstring.
 
-    ``val_sets``: explicit validation slices (e.g. other studies) instead of a split of
-    ``sets`` (``cfg.validation`` is then ignored).
+    ``val_sets``: explicit validation slices (e.g. other studies) instead of the k-fold
+    cross-validation of ``sets`` (``cfg.validation`` is then ignored).
     """
     from training.weights.checkpoint import load_checkpoint
 
@@ -180,65 +218,89 @@ def session_steps(base: ModelEntry, sets: Sequence[CorrectionSet], cfg: SessionC
     if cfg.mode == "decoder" and task == "classification":
         cfg = dataclasses.replace(cfg, mode="head")
     items = [(k, i) for k, s in enumerate(sets) for i in s.training_slices()]
-    prep = card.prep
+    prep, names, nc = card.prep, card.class_names, card.num_classes
 
     def dataset(chosen, sets=sets):
         return _Concat([s.to_dataset(prep, [i for k2, i in chosen if k2 == k])
                         for k, s in enumerate(sets)], task, prep)
 
-    if val_sets:
-        train_items, how = items, "given"
-        val_items = [(k, i) for k, s in enumerate(val_sets) for i in s.training_slices()]
-        val_data = dataset(val_items, val_sets)
-        val_items = [(len(sets) + k, i) for k, i in val_items]  # not confused with training
-    else:
-        train_items, val_items, how = split_validation(items, cfg.validation, cfg.val_fraction,
-                                                       cfg.seed)
-        val_data = dataset(val_items) if val_items else None
-    train_data = dataset(train_items)
-    val_data = val_data if val_data is not None else train_data
-    kind = "val" if val_items else "train"
-    metric = f"{kind}_dice" if task == "segmentation" else f"{kind}_accuracy"
+    how = "given" if val_sets else validation_plan(len(items), cfg.validation)
+    folds = kfold(items, cfg.folds, cfg.seed) if how == "k-fold" else []
+    val_data = None
+    if how == "given":
+        val_data = dataset([(k, i) for k, s in enumerate(val_sets) for i in s.training_slices()],
+                           val_sets)
+    all_data = dataset(items)
+    kind = {"k-fold": "cv", "given": "val"}.get(how)
+    metric = f"{kind}_{'dice' if task == 'segmentation' else 'accuracy'}" if kind else ""
     lineage = lineage or lineage_for(base, versions)
     previous = versions.active(lineage)
     device = torch.device(cfg.device)
     model, _ = load_checkpoint(base.path, device="cpu")
     start_state = {k: v.clone() for k, v in model.state_dict().items()}
     model.to(device)
-    names = card.class_names
-    batch = min(cfg.batch_size, len(train_data))
-    total = cfg.total_steps(len(train_data), batch)
-    yield {"kind": "start", "total_steps": total, "n_train": len(train_data),
-           "n_val": len(val_items), "validation": how, "metric": metric, "lineage": lineage,
-           "batch_size": batch}
-    start_score, extra = _score(model, val_data, task, prep, device, names)
-    yield {"kind": "baseline", "step": 0, "score": start_score, "metric": metric, **extra}
+    batch = min(cfg.batch_size, len(all_data))
+    n_val = len(val_data) if val_data is not None else len(items) if folds else 0
+    start_stats = scoring.class_stats(model, val_data or all_data, task, prep, device, nc) \
+        if kind else None
+    start_score = scoring.score_of(start_stats, task) if kind else None
 
-    best_state, best_score, best_step, history, status = None, None, None, [], "done"
-    while True:
-        epochs = max(1, math.ceil(total / cfg.val_every))
-        fcfg = FinetuneConfig(task=task, num_classes=card.num_classes, mode=cfg.mode,
-                              epochs=epochs, steps_per_epoch=cfg.val_every, batch_size=batch,
-                              lr=cfg.learning_rate, warmup_epochs=cfg.warmup_steps / cfg.val_every,
-                              augment=cfg.augment, seed=cfg.seed, device=str(device),
-                              eval_batch_size=16)
-        state = TrainState()
+    def attempt(batch):
+        """One try at a batch size: train on all slices, then the folds."""
+        total = cfg.total_steps(len(all_data), batch)
+        grand = total * (1 + len(folds))
+        yield {"kind": "start", "total_steps": grand, "n_train": len(all_data), "n_val": n_val,
+               "validation": how, "metric": metric, "lineage": lineage, "batch_size": batch,
+               "folds": len(folds), "steps_per_run": total}
+        if kind:
+            yield {"kind": "baseline", "step": 0, "score": start_score, "metric": metric,
+                   "per_class": scoring.per_class(start_stats, start_stats, task, names)}
+        fkw = dict(task=task, num_classes=nc, mode=cfg.mode, batch_size=batch,
+                   lr=cfg.learning_rate, warmup_epochs=cfg.warmup_steps / cfg.val_every,
+                   augment=cfg.augment, seed=cfg.seed, device=str(device), eval_batch_size=16)
+        out = {"total": total, "grand": grand, "history": [], "fold_stats": {},
+               "status": "done", "best": {"score": None, "step": None, "state": None,
+                                          "stats": None}}
+        best, history = out["best"], out["history"]
+
+        def given_val(step):
+            st = scoring.class_stats(model, val_data, task, prep, device, nc)
+            sc = scoring.score_of(st, task)
+            if sc is not None and (best["score"] is None or sc > best["score"]):
+                best.update(score=sc, step=step, stats=st, state={
+                    k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()})
+            history.append({"step": step, metric: sc})
+            return {"score": sc, "metric": metric}
+
+        def fold_val_fn(step, held, f):
+            st = scoring.class_stats(model, held, task, prep, device, nc)
+            if step >= total:
+                out["fold_stats"][f] = st
+            sc = scoring.score_of(st, task)
+            history.append({"step": step, "fold": f + 1, metric: sc})
+            return {"score": sc, "metric": metric, "fold": f + 1}
+
+        yield {"kind": "phase", "phase": "train", "fold": None, "folds": len(folds)}
+        if not (yield from _train(model, start_state, all_data, cfg, fkw, total, stop_event,
+                                  names, 0, given_val if how == "given" else None)):
+            out["status"] = "stopped" if how == "given" and best["state"] is not None \
+                else "stopped-unsaved"
+        out["final"] = best["state"] if how == "given" else {
+            k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        for f, held in enumerate(folds if out["status"] == "done" else []):
+            yield {"kind": "phase", "phase": "fold", "fold": f + 1, "folds": len(folds)}
+            held_data = dataset(held)
+            if not (yield from _train(model, start_state,
+                                      dataset([it for it in items if it not in held]), cfg,
+                                      fkw, total, stop_event, names, total * (f + 1),
+                                      lambda step, d=held_data, f=f: fold_val_fn(step, d, f))):
+                out["status"] = "stopped"
+                break
+        return out
+
+    while True:  # once, or again with half the batch after an out-of-memory error
         try:
-            for ev in finetune_steps(model, train_data, val_data, fcfg, stop_event, state, names):
-                ev = dict(ev, metric=metric, total_steps=epochs * cfg.val_every)
-                if ev["kind"] == "epoch":
-                    score = ev.get("val_dice", ev.get("val_accuracy"))
-                    ev["score"] = score
-                    if score is not None and (best_score is None or score > best_score):
-                        best_score, best_step = float(score), ev["step"]
-                        best_state = {k: v.detach().to("cpu", copy=True)
-                                      for k, v in model.state_dict().items()}
-                    ev["is_best"] = best_step == ev["step"]
-                    history.append({"step": ev["step"], "train_loss": ev.get("train_loss"),
-                                    metric: score})
-                elif ev["kind"] == "stopped":
-                    status = "stopped"
-                yield ev
+            out = yield from attempt(batch)
             break
         except Exception as e:  # noqa: BLE001 (only out-of-memory is handled)
             if not is_oom(e):
@@ -249,21 +311,33 @@ def session_steps(base: ModelEntry, sets: Sequence[CorrectionSet], cfg: SessionC
                 raise MemoryError(f"out of memory on {device} even with batch size 1: choose "
                                   "device 'cpu', mode 'decoder' or a smaller model") from e
             batch = max(1, batch // 2)
-            model.load_state_dict(start_state)
-            best_state, best_score, best_step, history = None, None, None, []
             yield {"kind": "oom", "batch_size": batch,
                    "message": f"out of memory on {device}: retrying with batch size {batch}"}
+    total, grand, history, best = out["total"], out["grand"], out["history"], out["best"]
+    fold_stats, status, final = out["fold_stats"], out["status"], out["final"]
 
+    # the score of the run, on the same slices as the starting model's
+    run_stats = best["stats"] if how == "given" else \
+        sum(fold_stats.values()) if fold_stats else None
+    score = scoring.score_of(run_stats, task) if run_stats is not None else None
+    per_class_ = scoring.per_class(run_stats, start_stats, task, names) \
+        if run_stats is not None else []
+    n_scored = int(sum(len(folds[f]) for f in fold_stats)) if folds else n_val
+    if folds and fold_stats:
+        yield {"kind": "cv", "step": grand, "score": score, "metric": metric,
+               "per_class": per_class_, "n_val": n_scored}
     duration = time.perf_counter() - t0
+    worse = score is not None and start_score is not None and score < start_score
     common = dict(previous_active=previous, lineage=lineage, metric=metric,
-                  start_score=start_score, best_score=best_score, best_step=best_step,
-                  history=history)
-    if best_state is None:
+                  start_score=start_score, best_score=score,
+                  best_step=best["step"] if how == "given" else total, history=history,
+                  validation=how, n_val=n_scored, per_class=per_class_, judged_worse=worse)
+    if status == "stopped-unsaved" or final is None:
         return SessionResult("stopped-unsaved", None, duration_s=duration, message=(
-            "stopped before the first validation: nothing was saved; the active version is "
+            "stopped before the model was trained: nothing was saved; the active version is "
             "unchanged"), **common)
     yield {"kind": "saving"}
-    model.load_state_dict(best_state)
+    model.load_state_dict(final)
     model.to("cpu")
     parent = base
     if versions.active(lineage) is None:  # first run from this base: keep the base as v0001
@@ -274,33 +348,40 @@ def session_steps(base: ModelEntry, sets: Sequence[CorrectionSet], cfg: SessionC
         parent = versions.add_version(base_model, base_card, lineage)
         previous = parent
         common["previous_active"] = previous
+    summary = scoring.summary(how, metric, start_score, score, n_scored, len(items))
+    fold_slices = [[i for _, i in f] for f in folds]
     new_card = ModelCard(
-        name=card.name, task=task, architecture=card.architecture, num_classes=card.num_classes,
+        name=card.name, task=task, architecture=card.architecture, num_classes=nc,
         classes=card.classes, preprocessing=card.preprocessing, description=(
-            f"{card.name} fine-tuned on {len(train_data)} corrected slice(s) "
-            f"({cfg.mode} mode, {best_step} steps, {metric} {best_score:.3f} vs "
-            f"{start_score:.3f} before)"),
+            f"{card.name} fine-tuned on {len(all_data)} corrected slice(s) ({cfg.mode} mode, "
+            f"{total} steps); {summary}"),
         provenance={
             "kind": "correction fine-tune", "status": status,
             "base_model": {"name": card.name, "weights_sha256": card.weights_sha256},
             "hyperparameters": {**cfg.to_dict(), "learning_rate": cfg.learning_rate,
                                 "batch_size_used": batch, "total_steps": total},
-            "data": {"validation": how, "n_train": len(train_items), "n_val": len(val_items),
-                     "studies": [s.provenance([i for k2, i in train_items if k2 == k],
-                                              [i for k2, i in val_items if k2 == k])
+            "data": {"validation": how, "n_train": len(items), "n_val": n_scored,
+                     "folds": fold_slices,
+                     "studies": [s.provenance([i for k2, i in items if k2 == k],
+                                              [i for k2, i in items if k2 == k and folds])
                                  for k, s in enumerate(sets)]},
-            "metrics": {"selection": metric, "start": start_score, "best": best_score,
-                        "best_step": best_step, "history": history},
+            "metrics": {"selection": metric or None, "validation": how, "start": start_score,
+                        "best": score, "best_step": common["best_step"],
+                        "n_val_slices": n_scored, "per_class": per_class_,
+                        "judged_worse": worse, "history": history},
             "duration_s": round(duration, 2)})
+    make_active = status == "done" and not worse
     entry = versions.add_version(model, new_card, lineage, parent=parent,
-                                 make_active=status == "done")
-    msg = (f"saved {entry.card.name}: {metric} {start_score:.3f} -> {best_score:.3f}")
+                                 make_active=make_active)
+    msg = f"saved {entry.path.name}: {summary}"
+    prev = previous.path.name if previous else "the previous version"
     if status == "stopped":
-        msg += f" (stopped; {previous.card.name if previous else 'the previous version'} stays "\
-               "active - make the new version active from the list)"
-    elif best_score < start_score:
-        msg += " (worse than the starting model: consider a rollback)"
-    return SessionResult(status, entry, duration_s=time.perf_counter() - t0, message=msg, **common)
+        msg += f"; stopped, so {prev} stays active (Make active to use the new one)"
+    elif worse:
+        msg += (f"; judged WORSE than its parent, so {prev} stays active (Make active to use "
+                "the new one anyway)")
+    return SessionResult(status, entry, duration_s=time.perf_counter() - t0, message=msg,
+                         active=make_active, **common)
 
 
 def run_session(*args, on_event=None, **kwargs) -> SessionResult:

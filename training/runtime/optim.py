@@ -1,10 +1,121 @@
-"""AdamW with the usual no-decay groups, and the per-iteration warm-up + cosine schedule."""
+"""AdamW with the usual no-decay groups, and the per-iteration warm-up + cosine schedule.
+
+Why our own AdamW step: every method of ``torch.optim.Optimizer`` (the constructor's
+``add_param_group``, ``step``, ``zero_grad``, ``state_dict``, ``load_state_dict``) is wrapped
+by ``torch._disable_dynamo``, which imports ``torch._dynamo`` on first call, and that imports
+triton. In a process that has already loaded Mesa's OpenGL (napari under Xvfb, VMs, remote
+desktops, AMD), triton's LLVM clashes with Mesa's and the process segfaults. ``AdamW`` below
+is a ``torch.optim.Optimizer`` (schedulers and ``GradScaler`` accept it) whose methods call
+the undecorated originals (``__wrapped__``) and whose step is torch's AdamW arithmetic
+(decoupled weight decay, bias-corrected moments; ``foreach`` kernels, as torch's default),
+with the same state layout (``step``, ``exp_avg``, ``exp_avg_sq``): checkpoints written by
+either load into the other. It never imports ``torch._dynamo``.
+"""
 from __future__ import annotations
 
 import math
 
 import torch
 from torch import nn
+
+_Optimizer = torch.optim.Optimizer
+
+
+def _undecorated(name: str):
+    fn = getattr(_Optimizer, name)
+    return getattr(fn, "__wrapped__", fn)
+
+
+class AdamW(_Optimizer):
+    """``torch.optim.AdamW`` (amsgrad off, not differentiable) without ``torch._dynamo``."""
+
+    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 1e-2, foreach: bool | None = None):
+        if lr < 0 or eps < 0 or weight_decay < 0 or not all(0 <= b < 1 for b in betas):
+            raise ValueError(f"invalid AdamW setting: lr={lr}, betas={betas}, eps={eps}, "
+                             f"weight_decay={weight_decay}")
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps,
+                                      weight_decay=weight_decay, foreach=foreach,
+                                      differentiable=False, maximize=False, amsgrad=False))
+
+    add_param_group = _undecorated("add_param_group")
+    zero_grad = _undecorated("zero_grad")
+    state_dict = _undecorated("state_dict")
+    load_state_dict = _undecorated("load_state_dict")
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params, grads, avgs, sqs, steps = [], [], [], [], []
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    raise RuntimeError("AdamW does not support sparse gradients")
+                st = self.state[p]
+                if not st:
+                    st["step"] = torch.tensor(0.0)
+                    st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                params.append(p)
+                grads.append(p.grad)
+                avgs.append(st["exp_avg"])
+                sqs.append(st["exp_avg_sq"])
+                steps.append(st["step"])
+            if params:
+                _adamw(params, grads, avgs, sqs, steps, group)
+        return loss
+
+
+def _adamw(params, grads, avgs, sqs, steps, group) -> None:
+    lr, (beta1, beta2), eps, wd = group["lr"], group["betas"], group["eps"], \
+        group["weight_decay"]
+    foreach = group.get("foreach")
+    if foreach is None:
+        foreach = all(p.device.type in ("cuda", "cpu", "mps") for p in params)
+    for s in steps:
+        s += 1
+    if foreach:  # one kernel per operation over the whole group, by device and dtype
+        buckets: dict[tuple, list[int]] = {}
+        for i, p in enumerate(params):
+            buckets.setdefault((p.device, p.dtype), []).append(i)
+        for idx in buckets.values():
+            ps, gs = [params[i] for i in idx], [grads[i] for i in idx]
+            ms, vs = [avgs[i] for i in idx], [sqs[i] for i in idx]
+            n = float(steps[idx[0]].item()) if all(
+                steps[i].item() == steps[idx[0]].item() for i in idx) else None
+            if n is None:  # groups restored from mixed checkpoints: per tensor
+                for i in idx:
+                    _one(params[i], grads[i], avgs[i], sqs[i], float(steps[i].item()), lr,
+                         beta1, beta2, eps, wd)
+                continue
+            if wd:
+                torch._foreach_mul_(ps, 1 - lr * wd)
+            torch._foreach_lerp_(ms, gs, 1 - beta1)
+            torch._foreach_mul_(vs, beta2)
+            torch._foreach_addcmul_(vs, gs, gs, 1 - beta2)
+            bc1, bc2 = 1 - beta1 ** n, 1 - beta2 ** n
+            denom = torch._foreach_sqrt(vs)
+            torch._foreach_div_(denom, math.sqrt(bc2))
+            torch._foreach_add_(denom, eps)
+            torch._foreach_addcdiv_(ps, ms, denom, -lr / bc1)
+    else:
+        for p, g, m, v, s in zip(params, grads, avgs, sqs, steps, strict=True):
+            _one(p, g, m, v, float(s.item()), lr, beta1, beta2, eps, wd)
+
+
+def _one(p, g, m, v, n, lr, beta1, beta2, eps, wd) -> None:
+    if wd:
+        p.mul_(1 - lr * wd)
+    m.lerp_(g, 1 - beta1)
+    v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+    bc1, bc2 = 1 - beta1 ** n, 1 - beta2 ** n
+    denom = (v.sqrt() / math.sqrt(bc2)).add_(eps)
+    p.addcdiv_(m, denom, value=-lr / bc1)
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -20,8 +131,8 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 
 def build_optimizer(model: nn.Module, lr: float, weight_decay: float = 0.05,
-                    betas: tuple[float, float] = (0.9, 0.95)) -> torch.optim.AdamW:
-    return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=betas)
+                    betas: tuple[float, float] = (0.9, 0.95)) -> AdamW:
+    return AdamW(param_groups(model, weight_decay), lr=lr, betas=betas)
 
 
 def warmup_cosine(step: float, total_steps: float, warmup_steps: float, base_lr: float,

@@ -1,0 +1,106 @@
+"""The fine-tune job: one path for the GUI's spawned child and the headless CLI."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from training.interactive import finetune as job
+from training.interactive.autosave import Autosave, work_dir_for
+from training.interactive.corrections import CorrectionSet
+from training.interactive.session import SessionConfig
+from training.weights.versions import VersionStore
+
+from .conftest import CORRECTED
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _job(ft_store, study, tmp_path, steps=4):
+    vol, lab = study
+    base = next(e for e in ft_store.list() if e.name == "weak-tiny-seg")
+    cs = CorrectionSet(vol, lab, corrected=set(CORRECTED), modality="CT", window=(40.0, 400.0))
+    saved = Autosave(work_dir_for(ft_store.user_dir)).save(cs)
+    cfg = SessionConfig(steps=steps, val_every=2, batch_size=2).to_dict()
+    return job.write_job(tmp_path / "job", base.path, ft_store.user_dir, cfg, [{
+        "autosave": saved, "image": vol, "slices": sorted(CORRECTED), "key": cs.key,
+        "modality": "CT", "window": [40.0, 400.0]}]), saved
+
+
+def test_cli_runs_the_job_and_prints_events(ft_store, study, tmp_path):
+    work, _ = _job(ft_store, study, tmp_path)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-m", "training.interactive.finetune", "--work",
+                          str(work)], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    events = [json.loads(line) for line in out.stdout.splitlines()]
+    assert events[0]["kind"] == "start" and events[-1]["kind"] == "result"
+    result = json.loads((work / "result.json").read_text())
+    assert result == events[-1] and result["validation"] == "k-fold" and result["n_val"] == 3
+    entry = Path(result["entry"])
+    assert entry.parent.parent == ft_store.user_dir.resolve() or entry.parent.parent == \
+        ft_store.user_dir
+    prov = json.loads((entry / "model_card.json").read_text())["provenance"]
+    assert sorted(prov["data"]["studies"][0]["train_slices"]) == list(CORRECTED)  # study index
+    assert prov["data"]["studies"][0]["shape"] == list(study[0].shape)
+
+
+def test_cli_refuses_a_missing_job(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-m", "training.interactive.finetune", "--work",
+                          str(tmp_path)], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "job.json" in out.stderr
+
+
+def test_spawned_child_killed_midrun_leaves_everything_intact(ft_store, study, tmp_path):
+    work, saved = _job(ft_store, study, tmp_path, steps=400)
+    autosave_before = saved.read_bytes()
+    vs = VersionStore(ft_store.user_dir)
+    proc, conn, _stop = job.start(work)
+    try:
+        deadline = time.monotonic() + 120
+        steps = 0
+        while steps < 3 and time.monotonic() < deadline:
+            if conn.poll(0.5):
+                ev = conn.recv()
+                assert ev["kind"] != "error", ev
+                steps += ev["kind"] == "step"
+        assert steps >= 3
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.join(10)
+        assert proc.exitcode == -signal.SIGKILL
+        with pytest.raises(EOFError):  # what the GUI sees: the pipe ends without a result
+            while True:
+                conn.recv()
+    finally:
+        if proc.is_alive():
+            proc.kill()
+    assert saved.read_bytes() == autosave_before
+    assert vs.active("weak-tiny-seg-corrected") is None  # nothing was written
+    assert not (work / "result.json").exists()
+
+
+def test_stop_event_stops_the_child(ft_store, study, tmp_path):
+    work, _ = _job(ft_store, study, tmp_path, steps=400)
+    proc, conn, stop = job.start(work)
+    try:
+        result = None
+        while result is None:
+            assert conn.poll(120)
+            ev = conn.recv()
+            assert ev["kind"] != "error", ev
+            if ev["kind"] == "step":
+                stop.set()
+            if ev["kind"] == "result":
+                result = ev
+        proc.join(30)
+    finally:
+        if proc.is_alive():
+            proc.kill()
+    assert result["status"] == "stopped-unsaved" and proc.exitcode == 0
