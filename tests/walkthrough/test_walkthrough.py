@@ -24,7 +24,7 @@ def test_walkthrough(tmp_path):
            "NAPARI_VISMAE_MODELS": str(tmp_path / "models"),
            "XDG_CONFIG_HOME": str(tmp_path / "config"), "XDG_DATA_HOME": str(tmp_path / "data")}
     run = subprocess.run([sys.executable, str(ROOT / "tests" / "walkthrough" / "walkthrough.py"),
-                          str(out)], env=env, capture_output=True, text=True, timeout=840,
+                          str(out)], env=env, capture_output=True, text=True, timeout=280,
                          cwd=tmp_path)
     print(run.stdout[-4000:])
     assert run.returncode == 0, (run.stdout[-3000:], run.stderr[-5000:])

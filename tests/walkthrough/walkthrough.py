@@ -25,9 +25,8 @@ STEP_TIMEOUT = 600.0
 def main() -> int:
     assert "torch" not in sys.modules and "napari_vismae" not in sys.modules
     OUT.mkdir(parents=True, exist_ok=True)
-    import numpy as np
-
     import napari
+    import numpy as np
     from napari.utils.notifications import NotificationSeverity, notification_manager
     from qtpy.QtCore import QTimer
     from qtpy.QtWidgets import QApplication
