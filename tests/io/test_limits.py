@@ -208,3 +208,13 @@ def test_zero_or_nan_rescale_slope_is_refused(tmp_path, slope):
     with pytest.raises(ImageReadError, match="RescaleSlope") as info:
         read_image(p)
     assert "s.dcm" in str(info.value)
+
+
+def test_a_series_of_small_files_is_held_to_the_ceiling_too(tmp_path):
+    make_series(tmp_path / "s", n=8, rows=24, cols=20)  # 960 bytes a slice, 7680 stacked
+    set_max_image_bytes(5000)
+    try:
+        with pytest.raises(ImageReadError, match=r"the series \(8 slices\).*limit"):
+            read_image(tmp_path / "s")
+    finally:
+        set_max_image_bytes(None)

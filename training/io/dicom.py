@@ -30,6 +30,7 @@ from training.io.dicom_files import (  # noqa: F401 - public names re-exported
     DICOMDIR_SOP_CLASS,
     PIXEL_KEYWORDS,
     SEG_SOP_CLASSES,
+    check_pixel_budget,
     looks_like_dicom_file,
     read_dataset,
 )
@@ -78,6 +79,7 @@ def read_dicom(
         try:
             ds = read_dataset(p)
             if str(ds.get("SOPClassUID", "")) in SEG_SOP_CLASSES and "PixelData" in ds:
+                check_pixel_budget(ds, p)  # before highdicom decodes any frame
                 seg_volumes.append(_read_seg(ds, p))
                 continue
             frames = frames_of(ds, p)
