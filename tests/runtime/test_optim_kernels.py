@@ -35,11 +35,11 @@ def test_fused_is_the_cpu_default_and_matches_foreach_and_loop():
         _steps(nets[k], opts[k])
     ref = list(nets["foreach"].parameters())
     for k in ("default", "fused", "loop"):
-        diff = max((a - b).abs().max().item() for a, b in zip(nets[k].parameters(), ref))
+        diff = max((a - b).abs().max().item() for a, b in zip(nets[k].parameters(), ref, strict=True))
         assert diff < 1e-6, (k, diff)
     assert nets["fused"] is not nets["foreach"]
     moved = max((a - b).abs().max().item()
-                for a, b in zip(nets["fused"].parameters(), _net().parameters()))
+                for a, b in zip(nets["fused"].parameters(), _net().parameters(), strict=True))
     assert moved > 1e-3  # the steps did something
 
 
@@ -56,7 +56,7 @@ def test_checkpoints_cross_between_fused_and_foreach():
     _steps(a, fused, 3, seed=2)
     _steps(foreach_net, foreach, 3, seed=2)
     diff = max((p - q).abs().max().item() for p, q in zip(a.parameters(),
-                                                          foreach_net.parameters()))
+                                                          foreach_net.parameters(), strict=True))
     assert diff < 1e-6
     # and back: a foreach checkpoint resumes under the fused kernel
     back = build_optimizer(b, 1e-2)
@@ -65,7 +65,7 @@ def test_checkpoints_cross_between_fused_and_foreach():
     _steps(b, back, 2, seed=3)
     _steps(foreach_net, foreach, 2, seed=3)
     assert max((p - q).abs().max().item()
-               for p, q in zip(b.parameters(), foreach_net.parameters())) < 1e-6
+               for p, q in zip(b.parameters(), foreach_net.parameters(), strict=True)) < 1e-6
 
 
 def test_explicit_fused_on_unsupported_parameters_is_refused():
