@@ -35,7 +35,8 @@ def test_fused_is_the_cpu_default_and_matches_foreach_and_loop():
         _steps(nets[k], opts[k])
     ref = list(nets["foreach"].parameters())
     for k in ("default", "fused", "loop"):
-        diff = max((a - b).abs().max().item() for a, b in zip(nets[k].parameters(), ref, strict=True))
+        diff = max((a - b).abs().max().item()
+                   for a, b in zip(nets[k].parameters(), ref, strict=True))
         assert diff < 1e-6, (k, diff)
     assert nets["fused"] is not nets["foreach"]
     moved = max((a - b).abs().max().item()
