@@ -298,3 +298,20 @@ def test_corrupt_autosave_is_a_warning(make_napari_viewer, qtbot, ft_store, stud
     qtbot.waitUntil(lambda: bool(notes.warnings()), timeout=10_000)
     assert str(path) in notes.warnings()[0] and "unreadable" in notes.warnings()[0]
     assert w._restore.native.isHidden()
+
+
+def test_closing_napari_ends_the_training_process(make_napari_viewer, qtbot, ft_store, study,
+                                                  notes):
+    vol, truth = study
+    viewer = make_napari_viewer()
+    image, pred = add_study(viewer, study)
+    w = open_widget(viewer)
+    for z in CORRECTED:
+        brush(pred, z, truth)
+    w._length.value = 5000
+    click(w._run)
+    qtbot.waitUntil(lambda: w._progress.value >= 2, timeout=120_000)
+    proc = w.run_view.proc
+    viewer.close()
+    qtbot.waitUntil(lambda: not proc.is_alive(), timeout=10_000)
+    assert VersionStore(ft_store.user_dir).active(LINEAGE) is None
