@@ -19,9 +19,10 @@ from magicgui.widgets import (
     create_widget,
 )
 
-from ._layers import current_slice, image_array, modality_and_window
-from ._models import follow_model_changes, model_choices
-from ._worker import ModelCache, start_worker
+from ._layers import current_slice, image_array, modality_and_window, unwrap
+from ._models import follow_model_changes, model_choices, models_loading
+from ._segment_widget import wrap
+from ._worker import MODELS, start_worker
 
 if TYPE_CHECKING:
     import napari
@@ -32,7 +33,7 @@ SCOPES = ("current slice", "whole study")
 class ClassifyWidget(Container):
     def __init__(self, napari_viewer: napari.viewer.Viewer):
         super().__init__(labels=True)
-        self.viewer = napari_viewer
+        self.viewer = unwrap(napari_viewer)
         self._image = create_widget(annotation="napari.layers.Image", label="image")
         self._model = ComboBox(label="model", choices=model_choices("classification"))
         self._scope = ComboBox(label="scope", choices=SCOPES, value="whole study")
@@ -41,25 +42,36 @@ class ClassifyWidget(Container):
         self._cancel = PushButton(text="Cancel", enabled=False)
         self._progress = ProgressBar(label="progress", value=0, max=1, visible=False)
         self.table = Table(value={"class": [], "probability": []}, label="result")
-        self._decision = Label(value="")
+        self._decision = wrap(Label(value=""))
         self.extend([self._image, self._model, self._scope, self._device, self._run, self._cancel,
                      self._progress, self.table, self._decision])
         self._run.changed.connect(self.run)
         self._cancel.changed.connect(self.cancel)
-        follow_model_changes(self, self.reset_choices)
+        follow_model_changes(self, self._on_models_changed)
         self.native.destroyed.connect(lambda *_: self.cancel())
-        self._models = ModelCache()
+        self._models = MODELS
         self._canvas = None
         self.worker = None
         self.last_result = None
         self.reset_choices()
+        self._on_models_changed()
+
+    def _on_models_changed(self, *_):
+        self.reset_choices()
+        if models_loading() and self._model.value is None:
+            self._decision.value = "loading models…"
+        elif self._decision.value == "loading models…":
+            self._decision.value = ""
 
     def run(self) -> None:
         from napari.utils.notifications import show_error
 
+        if self.worker is not None and self.worker.is_running:
+            return
         layer, entry = self._image.value, self._model.value
         if layer is None or entry is None:
-            show_error("Choose an image layer and a classification model first.")
+            show_error("The models are still loading; try again in a moment." if models_loading()
+                       else "Choose an image layer and a classification model first.")
             return
         try:
             data = image_array(layer)
@@ -111,16 +123,36 @@ class ClassifyWidget(Container):
         from matplotlib.figure import Figure
 
         if self._canvas is None:
-            self._canvas = FigureCanvasQTAgg(Figure(figsize=(4, 2.2), tight_layout=True))
-            self._canvas.setMinimumHeight(180)
+            self._canvas = FigureCanvasQTAgg(Figure(figsize=(3, 2), tight_layout=True))
+            self._canvas.setMinimumSize(120, 160)
+            self._canvas.setMaximumHeight(240)
             self.native.layout().addWidget(self._canvas)
+        fg, bg = theme_colors(self.viewer)
         fig = self._canvas.figure
         fig.clear()
+        fig.set_facecolor(bg)
         ax = fig.add_subplot()
+        ax.set_facecolor(bg)
         for k, name in enumerate(names):
             ax.plot(result.slices, result.probabilities[:, k], label=name)
-        ax.set_xlabel("slice")
-        ax.set_ylabel("probability")
+        ax.set_xlabel("slice", color=fg)
+        ax.set_ylabel("probability", color=fg)
+        ax.tick_params(colors=fg)
+        for spine in ax.spines.values():
+            spine.set_color(fg)
         ax.set_ylim(0, 1)
-        ax.legend(fontsize="small")
+        legend = ax.legend(fontsize="small", facecolor=bg, edgecolor=fg)
+        for text in legend.get_texts():
+            text.set_color(fg)
         self._canvas.draw_idle()
+
+
+def theme_colors(viewer) -> tuple[str, str]:
+    """(text, background) colours of the viewer's napari theme, for plots."""
+    try:
+        from napari.utils.theme import get_theme
+
+        theme = get_theme(viewer.theme)
+        return theme.text.as_hex(), theme.canvas.as_hex()
+    except Exception:  # noqa: BLE001 - a plot in default colours is still a plot
+        return "#000000", "#ffffff"

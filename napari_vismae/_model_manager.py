@@ -6,7 +6,8 @@ from typing import TYPE_CHECKING
 
 from magicgui.widgets import Container, FileEdit, Label, PushButton, Select, TextEdit
 
-from ._models import events, follow_model_changes, get_store
+from ._models import events, follow_model_changes, get_store, list_models, models_loading
+from ._segment_widget import wrap
 
 if TYPE_CHECKING:
     import napari
@@ -34,14 +35,14 @@ def describe(entry) -> str:
 class ModelManagerWidget(Container):
     def __init__(self, napari_viewer: napari.viewer.Viewer | None = None):
         super().__init__(labels=False)
-        self.viewer = napari_viewer
+        self.viewer = getattr(napari_viewer, "__wrapped__", napari_viewer)
         self._select = Select(choices=self._choices, label="models")
         self._card = TextEdit(value="")
         self._card.native.setReadOnly(True)
         self._file = FileEdit(mode="r", label="open", filter="*.pth *.pt *.json *.safetensors")
         self._open = PushButton(text="Open model file…")
         self._refresh = PushButton(text="Refresh")
-        self._problems = Label(value="")
+        self._problems = wrap(Label(value=""))
         self.extend([self._select, self._card, self._file, self._open, self._refresh, self._problems])
         self._select.changed.connect(self._show)
         self._open.changed.connect(lambda: self.open_file(self._file.value))
@@ -50,10 +51,13 @@ class ModelManagerWidget(Container):
         self.refresh()
 
     def _choices(self, _widget=None):
-        return [(e.label, e) for e in get_store().list()]
+        return [(e.label, e) for e in list_models()]
 
-    def refresh(self) -> None:
+    def refresh(self, *_) -> None:
         self._select.reset_choices()
+        if models_loading():
+            self._problems.value = "loading models…"
+            return
         problems = get_store().problems
         self._problems.value = (f"{len(problems)} folder(s) not listed: " + "; ".join(problems[:3])
                                 if problems else "")
@@ -64,11 +68,14 @@ class ModelManagerWidget(Container):
     def open_file(self, path) -> None:
         from napari.utils.notifications import show_error, show_info
 
-        from training.weights.checkpoint import CheckpointError
-
         if not path or str(path) in (".", ""):
             show_error("Choose a model file first (our model folder/card, or an official .pth).")
             return
+        if models_loading():
+            show_error("The models are still loading; try again in a moment.")
+            return
+        from training.weights.checkpoint import CheckpointError
+
         try:
             entry = get_store().open(path)
         except (CheckpointError, OSError, ValueError) as e:

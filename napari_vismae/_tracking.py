@@ -227,7 +227,9 @@ def _touched(atoms, layer) -> set[int] | None:
                 out.update(range(*z.indices(layer.data.shape[0])) if isinstance(z, slice)
                            else [int(z)])
             else:
-                out.update(int(i) for i in np.unique(np.asarray(atom[0][0])))
+                z = np.asarray(atom[0][0])  # one slice per atom is common: skip the sort
+                lo, hi = (int(z.min()), int(z.max())) if z.size else (0, -1)
+                out.update([lo] if lo == hi else (int(i) for i in np.unique(z)))
     except (TypeError, IndexError, ValueError):
         return None
     return out

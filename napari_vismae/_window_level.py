@@ -55,21 +55,25 @@ class WindowLevelWidget(Container):
     """Pick an image layer, a preset, or type level/width; changes apply immediately."""
 
     def __init__(self, napari_viewer: napari.viewer.Viewer):
-        self._viewer = napari_viewer
+        self._viewer = getattr(napari_viewer, "__wrapped__", napari_viewer)
+        self._updating = False
+        self._presets_cache: tuple | None = None
         self._layer_box = ComboBox(label="Image", choices=self._image_layers)
-        self._preset_box = ComboBox(label="Preset", choices=[CUSTOM])
+        # callable choices: napari's reset_choices() (on every layer insert/remove/rename)
+        # recomputes them from the selected layer instead of wiping them
+        self._preset_box = ComboBox(label="Preset", choices=self._preset_choices)
         self._center = FloatSpinBox(label="Level", min=-1e7, max=1e7, step=1.0)
         self._width = FloatSpinBox(label="Window", min=1e-3, max=1e7, step=1.0, value=400.0)
         self._info = Label(value="")
+        self._info.native.setWordWrap(True)
         super().__init__(
             widgets=[self._layer_box, self._preset_box, self._center, self._width, self._info]
         )
-        self._updating = False
         self._layer_box.changed.connect(self._on_layer)
         self._preset_box.changed.connect(self._on_preset)
         self._center.changed.connect(self._on_values)
         self._width.changed.connect(self._on_values)
-        for ev in (napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed):
+        for ev in (self._viewer.layers.events.inserted, napari_viewer.layers.events.removed):
             ev.connect(self._refresh_layers)
         self._on_layer(self._layer_box.value)
 
@@ -81,10 +85,46 @@ class WindowLevelWidget(Container):
             if ly.__class__.__name__ == "Image" and not getattr(ly, "rgb", False)
         ]
 
+    def _preset_choices(self, _widget=None) -> list[str]:
+        box = getattr(self, "_layer_box", None)
+        layer = box.value if box is not None else None
+        return [*self._presets_of(layer), CUSTOM] if layer is not None else [CUSTOM]
+
+    def _presets_of(self, layer) -> dict[str, tuple[float, float]]:
+        """``presets_for_layer``, computed once per layer (the robust window reads the data)."""
+        if layer is None:
+            return {}
+        key = (id(layer), id(layer.data), layer_modality(layer))
+        if self._presets_cache is None or self._presets_cache[0] != key:
+            self._presets_cache = (key, presets_for_layer(layer))
+        return self._presets_cache[1]
+
     def _refresh_layers(self, _event=None):
+        before = self._layer_box.value
         self._layer_box.reset_choices()
-        if self._layer_box.value is not None:
+        if self._layer_box.value is not None and self._layer_box.value is not before:
             self._on_layer(self._layer_box.value)
+        else:
+            self._keep_preset(self._preset_box.reset_choices)
+
+    def _keep_preset(self, fn):
+        value = self._preset_box.value
+        self._updating = True
+        try:
+            fn()
+            if value in self._preset_box.choices:
+                self._preset_box.value = value
+        finally:
+            self._updating = False
+
+    def reset_choices(self, *_):
+        """napari calls this on every layer insert/remove/rename: keep layer and preset."""
+        before = self._layer_box.value
+        self._layer_box.reset_choices()
+        if self._layer_box.value is not before:
+            self._on_layer(self._layer_box.value)
+        else:
+            self._keep_preset(self._preset_box.reset_choices)
 
     @property
     def layer(self):
@@ -92,17 +132,17 @@ class WindowLevelWidget(Container):
 
     @property
     def presets(self) -> dict[str, tuple[float, float]]:
-        return presets_for_layer(self.layer) if self.layer is not None else {}
+        return self._presets_of(self.layer)
 
     # -- callbacks -----------------------------------------------------------------
     def _on_layer(self, layer):
         if layer is None:
-            self._preset_box.choices = [CUSTOM]
+            self._keep_preset(self._preset_box.reset_choices)
             self._info.value = ""
             return
         self._updating = True
         try:
-            self._preset_box.choices = [*presets_for_layer(layer), CUSTOM]
+            self._preset_box.reset_choices()
             c, w = limits_to_window(*layer.contrast_limits)
             self._center.value, self._width.value = c, max(w, 1e-3)
             self._preset_box.value = CUSTOM

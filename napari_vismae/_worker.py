@@ -1,27 +1,54 @@
-"""Running engine work in napari worker threads: model loading and inference, cancellable."""
+"""Running engine work in napari worker threads: model loading and inference, cancellable.
+
+Everything that imports torch happens inside the worker (the GUI thread never does).
+Loaded models are cached for the whole session, keyed by checkpoint path, the weights'
+modification time and the device, so a second run, from any widget, starts at once and a
+rewritten checkpoint is reloaded.
+"""
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
-from training.weights.store import ModelEntry
+
+def _weights_stamp(path) -> tuple:
+    p = Path(path)
+    for f in (p / "model.safetensors", p):
+        try:
+            st = os.stat(f)
+            return (st.st_mtime_ns, st.st_size)
+        except OSError:
+            continue
+    return (None, None)
 
 
 class ModelCache:
-    """Loaded models by checkpoint path and device, so a second run starts instantly."""
+    """Loaded models by (checkpoint path, weights mtime, device)."""
 
-    def __init__(self):
+    def __init__(self, max_models: int = 4):
         self._models: dict = {}
         self._lock = threading.Lock()
+        self.max_models = max_models
+        self.loads = 0  # how many times a checkpoint was actually read (tests, benchmarks)
 
-    def get(self, entry: ModelEntry, device):
+    def get(self, entry, device):
         from training.weights.checkpoint import load_checkpoint
 
-        key = (str(entry.path), str(device))
+        key = (str(Path(entry.path).resolve()), _weights_stamp(entry.path), str(device))
         with self._lock:
             if key not in self._models:
+                # drop older stamps of the same path, then the oldest entries
+                for k in [k for k in self._models if k[0] == key[0] and k[2] == key[2]]:
+                    del self._models[k]
+                while len(self._models) >= self.max_models:
+                    del self._models[next(iter(self._models))]
                 model, card = load_checkpoint(entry.path, device=device)
+                model.eval()
                 self._models[key] = (model, card)
+                self.loads += 1
             return self._models[key]
 
     def clear(self) -> None:
@@ -29,8 +56,13 @@ class ModelCache:
             self._models.clear()
 
 
-def _work(cache: ModelCache, entry: ModelEntry, kind: str, data, kwargs: dict, device: str):
-    """The worker's generator: load (cached), then run the engine's step generator."""
+MODELS = ModelCache()  # the session's cache, shared by every widget
+
+
+def _work(cache: ModelCache, entry, kind: str, data, kwargs: dict, device: str,
+          post: Callable[[Any], Any] | None = None):
+    """The worker's generator: load (cached), run the engine's step generator, then
+    ``post(result)`` (still off the GUI thread)."""
     from training.interactive.inference import classify_steps, pick_device, segment_steps
 
     dev = pick_device(device)
@@ -41,17 +73,20 @@ def _work(cache: ModelCache, entry: ModelEntry, kind: str, data, kwargs: dict, d
         try:
             progress = next(steps)
         except StopIteration as stop:
-            return stop.value
+            result = stop.value
+            break
         yield progress  # napari checks for quit() here: Cancel stops between batches
+    return post(result) if post is not None else result
 
 
-def start_worker(cache: ModelCache, entry: ModelEntry, kind: str, data, kwargs: dict, device: str,
+def start_worker(cache: ModelCache | None, entry, kind: str, data, kwargs: dict, device: str,
                  *, total: int, desc: str, on_progress: Callable, on_result: Callable,
-                 on_error: Callable, on_aborted: Callable):
+                 on_error: Callable, on_aborted: Callable,
+                 post: Callable[[Any], Any] | None = None):
     """Start :func:`_work` in a napari thread worker with a progress bar in the activity dock."""
     from napari.qt.threading import create_worker
 
-    worker = create_worker(_work, cache, entry, kind, data, kwargs, device,
+    worker = create_worker(_work, cache or MODELS, entry, kind, data, kwargs, device, post,
                            _progress={"total": total + 1, "desc": desc})
     worker.yielded.connect(on_progress)
     worker.returned.connect(on_result)

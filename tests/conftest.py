@@ -22,18 +22,23 @@ def in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
+def require_reference(path: Path, ci: bool) -> Path:
+    """``path`` if it is a folder; else fail (in CI) or skip (elsewhere) with the reason."""
+    if not path.is_dir():
+        msg = (f"needs the official VIS-MAE reference artifacts in {path} "
+               "(../shared/reference beside the repository)")
+        if ci:
+            pytest.fail(f"CI=true but the reference folder is missing: {msg}", pytrace=False)
+        pytest.skip(msg)
+    return path
+
+
 @pytest.fixture(scope="session")
 def reference_dir() -> Path:
     """``../shared/reference`` beside the repository (or ``$NAPARI_VISMAE_REFERENCE``): the
     official VIS-MAE artifacts. In CI (``CI=true``) a missing folder is a failure; elsewhere
     the test is skipped, saying why."""
-    if not REFERENCE.is_dir():
-        msg = (f"needs the official VIS-MAE reference artifacts in {REFERENCE} "
-               "(../shared/reference beside the repository)")
-        if in_ci():
-            pytest.fail(f"CI=true but the reference folder is missing: {msg}", pytrace=False)
-        pytest.skip(msg)
-    return REFERENCE
+    return require_reference(REFERENCE, in_ci())
 
 
 @pytest.fixture(autouse=True)

@@ -23,7 +23,7 @@ def _seg(num_classes=3, **prep):
 def test_volume_shapes_and_progress():
     model, card = _seg()
     vol = np.random.default_rng(0).normal(0, 300, (5, 80, 96)).astype(np.float32)
-    steps = segment_steps(model, card, vol, modality="CT", batch_size=2)
+    steps = segment_steps(model, card, vol, modality="CT", batch_size=2, uncertainty=True)
     progress = []
     try:
         while True:
@@ -51,6 +51,7 @@ def test_subset_of_slices_and_stopping_early():
     vol = np.zeros((6, 64, 64), np.float32)
     result = run(segment_steps(model, card, vol, slices=[1, 4], keep_probabilities=True))
     assert result.slices == [1, 4] and result.probabilities.shape == (2, 3, 64, 64)
+    assert result.uncertainty is None  # only computed when asked (active learning)
     steps = segment_steps(model, card, vol, batch_size=1)
     next(steps), next(steps)
     steps.close()  # a cancelled worker simply stops pulling: nothing else runs

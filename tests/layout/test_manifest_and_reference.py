@@ -32,17 +32,28 @@ def test_npe2_manifest_validates_and_every_python_name_imports():
     assert set(used) <= set(commands), f"unknown commands: {set(used) - set(commands)}"
 
 
-def _run_reference_test(ci: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, CI=ci, NAPARI_VISMAE_REFERENCE=str(ROOT / "no-such-reference"),
-               PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider",
-                           "tests/weights/test_parity.py::test_mask_rebuilt_from_official_noise"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+def test_missing_reference_fails_in_ci_and_skips_with_a_reason_elsewhere(tmp_path):
+    import pytest
+
+    from tests.conftest import require_reference
+
+    missing = tmp_path / "no-such-reference"
+    with pytest.raises(pytest.fail.Exception, match="CI=true but the reference folder is missing"):
+        require_reference(missing, ci=True)
+    with pytest.raises(pytest.skip.Exception, match="needs the official VIS-MAE reference"):
+        require_reference(missing, ci=False)
+    assert require_reference(tmp_path, ci=True) == tmp_path
 
 
-def test_missing_reference_fails_in_ci_and_skips_with_a_reason_elsewhere():
-    ci = _run_reference_test("true")
+def test_the_reference_fixture_honours_ci():
+    """Wired end to end: a test that needs the reference, with it missing, in CI and not."""
+    def run(ci: str):
+        env = dict(os.environ, CI=ci, NAPARI_VISMAE_REFERENCE=str(ROOT / "no-such-reference"),
+                   PYTHONPATH=str(ROOT))
+        return subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p",
+                               "no:cacheprovider", "-p", "no:xvfb",
+                               "tests/weights/test_parity.py::test_mask_rebuilt_from_official_noise"],
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+    ci = run("true")
     assert ci.returncode == 1 and "reference folder is missing" in ci.stdout, ci.stdout[-2000:]
-    local = _run_reference_test("")
-    assert local.returncode == 0 and "1 skipped" in local.stdout, local.stdout[-2000:]
-    assert "needs the official VIS-MAE reference artifacts in" in local.stdout

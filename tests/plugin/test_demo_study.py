@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from napari_vismae._models import BUILTIN_DIR
-from napari_vismae._segment_widget import SegmentWidget
 
 pytestmark = [pytest.mark.gui, pytest.mark.skipif(not (BUILTIN_DIR / "abdomen-organs").is_dir(),
                                                   reason="built-in models not built")]
@@ -30,13 +29,14 @@ def sample_viewer(make_napari_viewer, tmp_path, monkeypatch):
 def test_builtin_model_segments_the_sample_study(sample_viewer, qtbot):
     viewer, image, truth = sample_viewer
     assert image.metadata["modality"] == "CT" and image.data.shape == truth.data.shape
-    w = SegmentWidget(viewer)
-    viewer.window.add_dock_widget(w)
+    _, w = viewer.window.add_plugin_dock_widget("napari-vismae", "Segment")
+    qtbot.waitUntil(lambda: w._model.value is not None, timeout=60_000)
     w._image.value = image
     assert w._model.value.name == "abdomen-organs"
-    w.run()
+    w._run.native.click()
     qtbot.waitUntil(lambda: w.last_result is not None, timeout=120_000)
     pred = viewer.layers["abdomen-organs labels"]
+    assert pred is w.last_layer and pred.metadata["vismae"]["source_image"] == image.name
     np.testing.assert_allclose(pred.scale, image.scale)
     np.testing.assert_allclose(pred.translate, image.translate)
     names = list(pred.features["name"])
@@ -44,18 +44,16 @@ def test_builtin_model_segments_the_sample_study(sample_viewer, qtbot):
     scores = {names[k]: dice(pred.data == k, truth.data == k) for k in range(1, 5)}
     print("Dice per class:", scores)
     assert min(scores.values()) >= 0.8, scores  # measured: 0.89-0.91 for every class
-    pred.undo()
-    assert not pred.data.any()
+    assert not pred._undo_history  # a new layer: undo = delete it
 
 
 def test_builtin_classifier_on_the_sample(sample_viewer, qtbot):
-    from napari_vismae._classify_widget import ClassifyWidget
 
     viewer, image, _ = sample_viewer
-    w = ClassifyWidget(viewer)
-    viewer.window.add_dock_widget(w)
+    _, w = viewer.window.add_plugin_dock_widget("napari-vismae", "Classify")
+    qtbot.waitUntil(lambda: w._model.value is not None, timeout=60_000)
     w._image.value = image
     assert w._model.value.name == "liver-lesion"
-    w.run()
+    w._run.native.click()
     qtbot.waitUntil(lambda: w.last_result is not None, timeout=120_000)
     assert [row[0] for row in w.table.value["data"]] == ["no lesion", "liver lesion"]

@@ -251,3 +251,40 @@ def test_big_endian_seg_with_ow_pixel_words(tmp_path):
     pydicom.dcmwrite(be, ds, little_endian=False, implicit_vr=False)
     assert pydicom.dcmread(be).file_meta.TransferSyntaxUID == ExplicitVRBigEndian
     np.testing.assert_array_equal(_quiet_read(be)[0].array, _labels_for(vol))
+
+
+@pytest.mark.parametrize("name", [
+    "RG1_UNCR.dcm",  # radiograph, no patient geometry
+    "US1_UNCR.dcm",  # ultrasound
+    "dicomdirtests/77654033/CR1/6154",  # CR with ImagerPixelSpacing only
+    "OT-PAL-8-face.dcm",  # StudyTime '15:18:59' (not a DICOM TM)
+    "JPEGLSNearLossless_08.dcm",  # no StudyInstanceUID
+    "SC_jpeg_no_color_transform.dcm",  # no Modality
+])
+def test_seg_round_trip_beyond_ct_and_mr(tmp_path, name):
+    path = get_testdata_file(os.path.basename(name))
+    if name.startswith("dicomdirtests"):
+        path = os.path.join(os.path.dirname(get_testdata_file("CT_small.dcm")), name)
+    if path is None:
+        pytest.skip("pydicom-data not installed")
+    vol = _quiet_read(path)[0]
+    if vol.rgb:
+        vol.array = vol.array.mean(-1)
+    _seg_roundtrip(tmp_path, vol)
+
+
+@pytest.mark.parametrize("name, reason", [
+    ("rtdose.dcm", "RT Dose grid"),
+    ("color-pl.dcm", "is retired"),
+    ("OBXXXX1A_2frame.dcm", "no patient geometry"),
+])
+def test_seg_refusals_say_why(tmp_path, name, reason):
+    path = get_testdata_file(name)
+    if path is None:
+        pytest.skip("pydicom-data not installed")
+    vol = _quiet_read(path)[0]
+    lab = np.zeros(vol.array.shape[:3] if not vol.rgb else vol.array.shape[:-1], np.uint8)
+    lab[..., 1:3, 1:3] = 1
+    with pytest.raises(ImageWriteError, match=reason) as e:
+        write_labels_dicom_seg(tmp_path / "x.dcm", lab, vol)
+    assert "NIfTI" in e.value.reason

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from training.runtime.threads import available_cpus, threads_from_argv
+from training.runtime.threads import available_cpus, configure_threads, threads_from_argv
 
 ROOT = Path(__file__).resolve().parents[2]
 OMP = ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
@@ -35,13 +35,20 @@ CONFIGURE = ("import os, sys; from training.runtime.threads import configure_thr
              "print(n, os.environ['OMP_WAIT_POLICY'], torch.get_num_threads())")
 
 
-def test_defaults_and_what_the_user_set():
+def test_defaults_and_what_the_user_set(monkeypatch):
     n = available_cpus()
+    # torch (loaded after the call) runs with the count; the OpenMP runtime got PASSIVE
     assert python(CONFIGURE, clean_env()).split() == [str(n), "PASSIVE", str(n)]
-    user = clean_env(OMP_WAIT_POLICY="ACTIVE", OMP_NUM_THREADS="1")
-    assert python(CONFIGURE, user).split() == ["1", "ACTIVE", "1"]
-    if n >= 2:  # an explicit --threads wins over the environment (torch caps it at the CPUs)
-        assert python(CONFIGURE, user, "--threads", "2").split() == ["2", "ACTIVE", "2"]
+    for var in OMP:  # set then delete: monkeypatch restores each at the end
+        monkeypatch.setenv(var, "0")
+        monkeypatch.delenv(var)
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setitem(sys.modules, "torch", None)  # as before torch loads
+    assert configure_threads() == 1  # what the user set is kept
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE" and os.environ["MKL_NUM_THREADS"] == "1"
+    assert configure_threads(argv=["--threads", "2"]) == 2  # an explicit --threads wins
+    assert os.environ["OMP_NUM_THREADS"] == os.environ["OPENBLAS_NUM_THREADS"] == "2"
     assert threads_from_argv(["--x", "1", "--threads=2"]) == 2
     assert threads_from_argv(["--threads", "zero"]) is None
 

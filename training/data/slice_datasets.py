@@ -2,7 +2,6 @@
 class, subsets and in-memory arrays (what the napari plugin passes)."""
 from __future__ import annotations
 
-import dataclasses
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,8 +14,8 @@ from torch.utils.data import Dataset
 from training.data.preprocessing import (
     Preprocessing,
     cached_volume_limits,
+    resize_unit,  # noqa: F401 - re-exported (training.data.datasets.resize_unit)
     scale_to_unit,
-    to_model_input,
 )
 
 TASKS = ("segmentation", "classification")
@@ -87,11 +86,6 @@ def _check_mask(m: np.ndarray, image_shape: tuple, name: str) -> np.ndarray:
     if m.min(initial=0) < 0:
         raise DataError(f"{name}: mask has negative class ids ({int(m.min())})")
     return m.astype(np.int64)
-
-
-def resize_unit(unit: torch.Tensor, prep: Preprocessing) -> torch.Tensor:
-    """(B, C, H, W) in [0, 1] -> ``input_size``², the same resampling as :func:`to_model_input`."""
-    return to_model_input(unit, dataclasses.replace(prep, mean=0.0, std=1.0))
 
 
 def resize_mask(mask: torch.Tensor, size: int) -> torch.Tensor:

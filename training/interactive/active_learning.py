@@ -39,7 +39,8 @@ def rank_steps(model, card, image: np.ndarray, *, exclude: Sequence[int] = (),
         return Ranking([], [], SegmentationResult(np.zeros(np.shape(image), np.uint8), [],
                                                   np.zeros(0, np.float32)))
     steps = segment_steps(model, card, image, slices=slices if np.ndim(image) == 3 else None,
-                          modality=modality, window=window, batch_size=batch_size, device=device)
+                          modality=modality, window=window, batch_size=batch_size, device=device,
+                          uncertainty=True)
     while True:
         try:
             yield next(steps)

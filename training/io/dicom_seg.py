@@ -65,6 +65,31 @@ def _as_little_endian(ds) -> None:
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
 
 
+def _has_plane_positions(ds) -> bool:
+    for kw in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
+        groups = ds.get(kw)
+        if groups and "PlanePositionSequence" in groups[0]:
+            return True
+    return False
+
+
+def _read_seg_without_geometry(seg, ds):
+    """Labels of a SEG whose source has no patient geometry (one source image), on the
+    source's pixel grid, with the geometry-free affine our image reader gives such images
+    (columns along x, rows along y, spacing from Pixel Measures or 1)."""
+    sources = seg.get_source_image_uids()
+    if len(sources) != 1:
+        raise ValueError(f"no patient geometry and {len(sources)} source images")
+    arr = seg.get_pixels_by_source_instance([sources[0][2]], combine_segments=True,
+                                            relabel=False)
+    pm = _pixel_measures(ds)
+    spacing = [float(v) for v in (pm.get("PixelSpacing") or [])] if pm is not None else []
+    row_sp, col_sp = spacing if len(spacing) == 2 and min(spacing) > 0 else (1.0, 1.0)
+    affine = np.eye(4)
+    affine[:3, :3] = [[0, 0, col_sp], [0, row_sp, 0], [1.0, 0, 0]]
+    return np.asarray(arr), affine
+
+
 def _read_seg(ds, path: str) -> Volume:
     import highdicom as hd
 
@@ -76,13 +101,15 @@ def _read_seg(ds, path: str) -> Volume:
             if not _complete_pixel_measures(ds):
                 raise
             seg = hd.seg.Segmentation.from_dataset(ds, copy=False)
-        vol = seg.get_volume(combine_segments=True, relabel=False)
+        if _has_plane_positions(ds):
+            vol = seg.get_volume(combine_segments=True, relabel=False)
+            arr, affine = np.asarray(vol.array), np.asarray(vol.affine, dtype=np.float64)
+        else:  # a SEG of a radiograph, ultrasound... : no patient geometry, one source image
+            arr, affine = _read_seg_without_geometry(seg, ds)
     except Exception as e:  # noqa: BLE001
         raise ImageReadError(path, f"cannot read DICOM-SEG ({type(e).__name__}: {e})") from None
-    arr = np.asarray(vol.array)
     if arr.ndim == 4 and arr.shape[-1] == 1:
         arr = arr[..., 0]
-    affine = np.asarray(vol.affine, dtype=np.float64)
     arr, affine, _ = canonical_slice_order(arr, affine)
     pm = _pixel_measures(ds)
     step = pm is not None and (pm.get("SpacingBetweenSlices") or pm.get("SliceThickness"))

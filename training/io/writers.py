@@ -192,6 +192,28 @@ _TYPE2_COPIED = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "
 FRAME_OF_REFERENCE_NOTE = "FrameOfReferenceUID created: the source series had none"
 
 
+def pydicom_uid(value):
+    from pydicom.uid import UID
+
+    return UID(str(value or ""))
+
+
+def _clean_da(value) -> str:
+    """A DICOM date (YYYYMMDD) from common variants (YYYY.MM.DD, YYYY-MM-DD), else empty."""
+    import re
+
+    digits = re.sub(r"[.\-/]", "", str(value or "").strip())
+    return digits if re.fullmatch(r"\d{8}", digits) else ""
+
+
+def _clean_tm(value) -> str:
+    """A DICOM time (HHMMSS.FFFFFF) from common variants (HH:MM:SS), else empty."""
+    import re
+
+    t = str(value or "").strip().replace(":", "")
+    return t if re.fullmatch(r"\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?", t) else ""
+
+
 def _has_patient_geometry(ds) -> bool:
     """ImagePositionPatient at the root, or Plane Position in the functional groups."""
     if "ImagePositionPatient" in ds:
@@ -201,6 +223,20 @@ def _has_patient_geometry(ds) -> bool:
         if groups and "PlanePositionSequence" in groups[0]:
             return True
     return False
+
+
+def _keep_pixel_size(seg, affine: np.ndarray) -> None:
+    """A SEG of an image without patient geometry (radiograph, ultrasound) keeps the pixel
+    size the image was shown with (the reader may have taken ImagerPixelSpacing, or 1)."""
+    from pydicom.dataset import Dataset
+
+    if "SharedFunctionalGroupsSequence" not in seg:
+        seg.SharedFunctionalGroupsSequence = [Dataset()]
+    shared = seg.SharedFunctionalGroupsSequence[0]
+    if "PixelMeasuresSequence" not in shared:
+        shared.PixelMeasuresSequence = [Dataset()]
+    sp = np.linalg.norm(np.asarray(affine, float)[:3, 1:3], axis=0)
+    shared.PixelMeasuresSequence[0].PixelSpacing = [float(f"{v:.6g}") for v in sp]
 
 
 def _prepare_sources(headers, slice_spacing: float) -> tuple[list, bool]:
@@ -219,10 +255,19 @@ def _prepare_sources(headers, slice_spacing: float) -> tuple[list, bool]:
     out = [copy.deepcopy(h) for h in headers]
     created = False
     frame_uid = None
+    series = str(out[0].get("SeriesInstanceUID", "") or "") or str(out[0].get("SOPInstanceUID", ""))
     for ds in out:
         for key in _TYPE2_COPIED:
             if key not in ds:
                 setattr(ds, key, "")
+        for key, fix in (("StudyDate", _clean_da), ("PatientBirthDate", _clean_da),
+                         ("StudyTime", _clean_tm)):
+            ds[key].value = fix(ds[key].value)  # '11:20:00' (ACR-NEMA style) -> '112000'
+        for key in ("StudyInstanceUID", "SeriesInstanceUID"):  # Type 1 in the source too
+            if not ds.get(key):
+                setattr(ds, key, generate_uid(entropy_srcs=[series, key] if series else None))
+        if not ds.get("Modality"):
+            ds.Modality = "OT"
         if not ds.get("FrameOfReferenceUID") and _has_patient_geometry(ds):
             if frame_uid is None:
                 series = str(ds.get("SeriesInstanceUID", "") or "")
@@ -309,6 +354,14 @@ def write_labels_dicom_seg(
         )
     affine = np.asarray(meta.get("affine", np.eye(4)), float)
     headers, new_frame = _prepare_sources(headers, float(np.linalg.norm(affine[:3, 0])) or 1.0)
+    sop_class = pydicom_uid(headers[0].get("SOPClassUID", ""))
+    if sop_class.is_valid and sop_class.is_retired:
+        raise ImageWriteError(path, f"the source's SOP class ({sop_class.name}, "
+                              f"{sop_class}) is retired, "
+                              "and a DICOM-SEG cannot reference it; save as NIfTI instead")
+    if str(headers[0].get("Modality", "")).upper() == "RTDOSE":
+        raise ImageWriteError(path, "the source is an RT Dose grid, which a DICOM-SEG cannot "
+                              "reference; save as NIfTI instead")
     n_frames = len(headers) * int(headers[0].get("NumberOfFrames", 1) or 1)
     if n_frames > 1 and not _has_patient_geometry(headers[0]):
         raise ImageWriteError(
@@ -367,6 +420,8 @@ def write_labels_dicom_seg(
         raise ImageWriteError(
             path, f"cannot build the DICOM-SEG ({type(e).__name__}: {e})"
         ) from None
+    if not _has_patient_geometry(headers[0]):
+        _keep_pixel_size(seg, affine)
     shared = seg.get("SharedFunctionalGroupsSequence")
     if n_frames == 1 and shared and "PixelMeasuresSequence" in shared[0]:
         # one plane: highdicom writes SpacingBetweenSlices 1.0; keep the source's (or none),

@@ -37,6 +37,9 @@ class Progress:
             from tqdm.auto import tqdm
             self.bar = tqdm(total=total, initial=initial, desc=desc, unit=unit,
                             dynamic_ncols=True)
+        elif enabled:
+            self.log.info("%s: %d %ss to go%s", desc, total - initial, unit,
+                          f" (resuming at {initial})" if initial else "")
 
     @property
     def plain(self) -> bool:
