@@ -130,7 +130,7 @@ def _follow_renames(viewer: napari.Viewer, image_layer) -> None:
                 info["source_image"] = image_layer.name
                 ly.metadata["source_image"] = image_layer.name
 
-    image_layer.events.name.connect(renamed)
+    image_layer.events.name.connect(renamed, position="first")  # before docks refresh
     image_layer._vismae_follows_renames = True
 
 

@@ -141,15 +141,24 @@ def is_active_version(entry: ModelEntry) -> bool:
 _VERSION_RE = re.compile(r"^v(\d{4,})$")  # == training.weights.versions.VERSION_RE
 
 
+FINETUNED_SUFFIX = "-corrected"  # training.interactive.session.lineage_for: <base>-corrected
+
+
 def lineage_of(entry: ModelEntry) -> str:
-    """The model lineage ``entry`` belongs to: a version folder ``<lineage>/v000N`` belongs
-    to ``<lineage>``; any other model is its own lineage (its name, slugged as the version
-    store slugs it, so fine-tuned versions of a built-in model share its lineage)."""
+    """The model lineage ``entry``'s predictions belong to (one prediction layer per image
+    and lineage): a version folder ``<lineage>/v000N`` belongs to ``<lineage>``, and the
+    lineage that fine-tuning grows from a base model (``<base>-corrected``, whose v0001 is
+    the base itself) to the base's, so that every fine-tuned version updates the layer the
+    user corrected; any other model is its own lineage (its name, slugged as the version
+    store slugs it)."""
     p = Path(entry.path)
     if _VERSION_RE.match(p.name):
-        return p.parent.name
-    lineage = (entry.card.provenance or {}).get("lineage") if hasattr(entry, "card") else None
-    return str(lineage) if lineage else re.sub(r"[^A-Za-z0-9._-]+", "-", entry.name).strip("-")
+        name = p.parent.name
+    else:
+        name = re.sub(r"[^A-Za-z0-9._-]+", "-", entry.name).strip("-") or "model"
+    if name.endswith(FINETUNED_SUFFIX) and len(name) > len(FINETUNED_SUFFIX):
+        name = name[: -len(FINETUNED_SUFFIX)]
+    return name
 
 
 def choice_label(entry: ModelEntry) -> str:

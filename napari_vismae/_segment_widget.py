@@ -52,8 +52,11 @@ DEFAULT_BATCH = 2
 
 def wrap(label: Label) -> Label:
     """Let a status label wrap instead of widening its dock."""
+    from qtpy.QtWidgets import QSizePolicy
+
     label.native.setWordWrap(True)
     label.native.setMinimumWidth(50)
+    label.native.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
     return label
 
 

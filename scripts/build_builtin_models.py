@@ -97,8 +97,21 @@ def install(src: Path, name: str, description: str) -> None:
     card.name, card.description = name, description
     card.domain = {"modalities": ["CT"], "body_regions": ["abdomen"]}  # synthetic abdominal CT
     card.provenance["built_by"] = "scripts/build_builtin_models.py"
+    _relative_paths(card.provenance, str(REPO) + "/")  # no machine paths in shipped cards
     path = save_checkpoint(model, PACKAGE_MODELS / name, card, overwrite=True, dtype=torch.float16)
     print(f"installed {path}: {json.dumps(card.provenance.get('metrics', {}))[:300]}")
+
+
+def _relative_paths(obj, prefix: str):
+    """Strip ``prefix`` (the checkout's absolute path) from every string in a nested card field."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            obj[k] = _relative_paths(v, prefix)
+    elif isinstance(obj, list):
+        obj[:] = [_relative_paths(v, prefix) for v in obj]
+    elif isinstance(obj, str):
+        return obj.replace(prefix, "")
+    return obj
 
 
 if __name__ == "__main__":

@@ -39,8 +39,11 @@ def vismae_meta(layer) -> dict:
 
 def is_prediction_of(labels_layer, image_layer) -> bool:
     meta = vismae_meta(labels_layer)
-    return image_layer is not None and meta.get("role") == "prediction" and \
-        meta.get("source_image") == image_layer.name
+    if image_layer is None or meta.get("role") != "prediction":
+        return False
+    if meta.get("source_id") is not None:  # the Segment widget's layers: survives renames
+        return meta["source_id"] == getattr(image_layer, "unique_id", None)
+    return meta.get("source_image") == image_layer.name
 
 
 def notify(kind: str, message: str) -> None:

@@ -208,3 +208,26 @@ def test_zero_or_nan_rescale_slope_is_refused(tmp_path, slope):
     with pytest.raises(ImageReadError, match="RescaleSlope") as info:
         read_image(p)
     assert "s.dcm" in str(info.value)
+
+
+def test_a_series_of_small_files_is_held_to_the_ceiling_too(tmp_path):
+    make_series(tmp_path / "s", n=8, rows=24, cols=20)  # 960 bytes a slice, 7680 stacked
+    set_max_image_bytes(5000)
+    try:
+        with pytest.raises(ImageReadError, match=r"the series \(8 slices\).*limit"):
+            read_image(tmp_path / "s")
+    finally:
+        set_max_image_bytes(None)
+
+
+def test_float_label_nifti_is_rounded_not_truncated(tmp_path):
+    """Before: a label map stored scaled (1.9999999 for 2) became 1 when cast to integers."""
+    lab = np.zeros((6, 5, 4), np.int16)
+    lab[2:4, 1:3, 1:3] = 2
+    img = nib.Nifti1Image(lab, np.eye(4))
+    img.header.set_intent("label")
+    img.header.set_slope_inter(0.9999999, 0.0)  # stored 2 reads back as 1.9999998
+    nib.save(img, tmp_path / "seg.nii")
+    v = read_image(tmp_path / "seg.nii")[0]
+    assert v.kind == "labels" and v.array.dtype.kind in "iu"
+    assert set(np.unique(v.array)) == {0, 2}

@@ -60,7 +60,7 @@ def test_new_version_updates_the_same_layer_but_never_a_corrected_slice(setup, q
     brush(layer, 4, 2, center=(10, 50))
     assert _tracking.corrected_slices(layer) == [2, 4]
     before = layer.data.copy()
-    v1 = add_version(store.user_dir, "tiny-seg", seed=11)
+    v1 = add_version(store.user_dir, "tiny-seg-corrected", seed=11)  # as fine-tuning names it
     assert segment(qtbot, w, a, v1) is layer, "a new version of the lineage updates its layer"
     assert prediction_layers(viewer, a) == [layer] and len(viewer.layers) == 3
     assert layer.metadata["vismae"]["model"] == v1.card.name

@@ -59,6 +59,17 @@ def test_default_ct_window_is_the_model_card_default(mixed_tree, tmp_path):
         prepare(mixed_tree, tmp_path / "shards", size=32, prep=Preprocessing(ct_window=None))
 
 
+def test_shards_without_recorded_preprocessing_say_what_is_assumed(mixed_tree, tmp_path, caplog):
+    out = tmp_path / "shards"
+    prepare(mixed_tree, out, size=32, shard_size=5)
+    manifest = json.loads((out / "manifest.json").read_text())
+    del manifest["preprocessing"]  # as written by the prepare of before
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    ds = ShardDataset(out)
+    assert ds.prep == Preprocessing(input_size=32, ct_window=None, percentile_scope="volume")
+    assert "does not record its preprocessing" in caplog.text
+
+
 def test_interrupted_prepare_resumes_without_redoing_files(mixed_tree, tmp_path, monkeypatch):
     full = prepare(mixed_tree, tmp_path / "full", size=32, shard_size=5)
     calls = []

@@ -52,7 +52,7 @@ def test_two_processes_adding_versions_lose_nothing(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     procs = [subprocess.Popen([sys.executable, "-c", ADDER, str(tmp_path / "models"), str(n),
                                str(go)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True, env=env) for _ in range(2)]
+                              text=True, env=env, cwd=ROOT) for _ in range(2)]
     import time
     time.sleep(0.5)
     go.touch()

@@ -30,6 +30,7 @@ from training.io.dicom_files import (  # noqa: F401 - public names re-exported
     DICOMDIR_SOP_CLASS,
     PIXEL_KEYWORDS,
     SEG_SOP_CLASSES,
+    check_pixel_budget,
     looks_like_dicom_file,
     read_dataset,
 )
@@ -78,6 +79,7 @@ def read_dicom(
         try:
             ds = read_dataset(p)
             if str(ds.get("SOPClassUID", "")) in SEG_SOP_CLASSES and "PixelData" in ds:
+                check_pixel_budget(ds, p)  # before highdicom decodes any frame
                 seg_volumes.append(_read_seg(ds, p))
                 continue
             frames = frames_of(ds, p)
@@ -91,6 +93,11 @@ def read_dicom(
                 raise ImageReadError(
                     p, f"decoded pixel array has shape {arr.shape}, expected {expect}"
                 )
+            # every attribute grouping needs is decoded here, inside the guard: pydicom
+            # converts values lazily and a damaged one raises on first access
+            series = str(ds.get("SeriesInstanceUID", "") or f"no-series-uid:{Path(p).parent}")
+            for keyword in ("SeriesNumber", "SeriesDescription", "Modality"):
+                ds.get(keyword)
         except ImageReadError as e:
             decoded.pop(p, None)
             skip(e)
@@ -102,9 +109,7 @@ def read_dicom(
         if n > 1 or frames[0].frame is not None:
             multi_frame_files.append(frames)
         else:
-            by_series[
-                str(ds.get("SeriesInstanceUID", "") or f"no-series-uid:{Path(p).parent}")
-            ].append(frames[0])
+            by_series[series].append(frames[0])
 
     volumes: list[Volume] = []
     for frames in multi_frame_files:

@@ -12,6 +12,7 @@ import numpy as np
 from training.io.dicom_files import PIXEL_KEYWORDS
 from training.io.dicom_frames import _Frame, _safe_name
 from training.io.dicom_pixels import _to_values
+from training.io.limits import check_declared_size
 from training.io.volume import Volume, affine_from_geometry
 
 _POS_TOL = 1e-3  # mm
@@ -136,6 +137,9 @@ def _volume_from_frames(
     for fr in frames:
         arr = decoded[fr.path]
         raws.append(arr if fr.frame is None else arr[fr.frame])
+    if len(raws) > 1:  # a series of small files can still add up past the ceiling
+        check_declared_size(frames[0].path, (len(raws), *raws[0].shape), raws[0].itemsize,
+                            what=f"the series ({len(raws)} slices)")
     raw = np.stack(raws) if len(raws) > 1 else raws[0][None]
     values, info = _to_values(raw, frames, ds0, frames[0].path)
     # geometry

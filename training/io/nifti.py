@@ -109,6 +109,18 @@ def read_nifti(path: str | os.PathLike) -> Volume:
         np.issubdtype(data.dtype, np.integer)
         and name.lower().endswith(("seg", "label", "labels", "mask"))
     )
+    if is_label and data.dtype.kind == "f":
+        # scaled label maps come back as floats (1.9999999 for 2): round, never truncate
+        rounded = np.rint(data)
+        if np.all(np.isfinite(data)) and np.abs(data - rounded).max(initial=0) <= 1e-3:
+            lo, hi = rounded.min(initial=0), rounded.max(initial=0)
+            dtype = np.uint8 if lo >= 0 and hi < 256 else np.uint16 if lo >= 0 and hi < 65536 \
+                else np.int32
+            data = rounded.astype(dtype)
+        else:
+            is_label = False
+            notes.append(f"{path}: marked as a label map but holds non-integer values; "
+                         "shown as an image")
     meta = {
         "source_kind": "nifti",
         "files": [path],

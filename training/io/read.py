@@ -181,6 +181,11 @@ def read_image(path_or_paths: str | os.PathLike | Iterable[str | os.PathLike]) -
         except MemoryError:
             report.errors.append(ImageReadError(dicom_files[0], "not enough memory to read it"))
             vols = []
+        except Exception as e:  # noqa: BLE001 - last line of defence: never a foreign error
+            where = dicom_files[0] if len(dicom_files) == 1 else os.path.commonpath(dicom_files)
+            report.errors.append(ImageReadError(where, f"cannot read the DICOM files "
+                                                       f"({type(e).__name__}: {e})"))
+            vols = []
         except ImageReadError as e:
             if not report.errors:
                 report.errors.append(e)

@@ -90,6 +90,8 @@ HELP = {
     "precision": "auto = bf16 autocast on GPUs that support it, else fp32; fp16 uses a grad scaler",
     "device": "auto, cuda, mps or cpu (under torchrun each process takes its LOCAL_RANK GPU)",
     "epochs": "passes over the data",
+    "beta1": "AdamW beta1 (the paper: 0.9)",
+    "beta2": "AdamW beta2 (the paper: 0.95)",
     "seed": "seed of initialisation, data order, masks and augmentation",
     "num_workers": "data-loading processes per training process",
     "threads": "CPU threads per training process (0 = $OMP_NUM_THREADS, else the CPUs this "

@@ -56,8 +56,8 @@ def configure_threads(threads: int | None = None, argv: Sequence[str] | None = N
     ``threads`` (or ``--threads N`` found in ``argv``) is an explicit request and wins over the
     environment; otherwise ``OMP_NUM_THREADS`` is kept when the user set it, else set to
     :func:`available_cpus`. ``OMP_WAIT_POLICY`` is set to ``PASSIVE`` unless already set. If
-    torch is already imported, its intra-op thread count is set too (the wait policy can then no
-    longer change; call this first).
+    torch is already imported, an explicit request also sets its intra-op thread count (the
+    wait policy can then no longer change: call this first); defaults leave it alone.
     """
     if threads is None and argv is not None:
         threads = threads_from_argv(argv)
@@ -75,9 +75,8 @@ def configure_threads(threads: int | None = None, argv: Sequence[str] | None = N
         for var in THREAD_VARS[1:]:
             os.environ.setdefault(var, str(n))
     torch = sys.modules.get("torch")
-    if torch is not None and hasattr(torch, "set_num_threads") and n > 0:
-        if torch.get_num_threads() != n:
-            torch.set_num_threads(n)
+    if threads is not None and torch is not None and hasattr(torch, "set_num_threads"):
+        torch.set_num_threads(n)  # an explicit request; defaults never override a running torch
     return n
 
 
