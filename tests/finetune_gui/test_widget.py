@@ -321,3 +321,28 @@ def test_closing_napari_ends_the_training_process(make_napari_viewer, qtbot, ft_
     viewer.close()
     qtbot.waitUntil(lambda: not proc.is_alive(), timeout=10_000)
     assert VersionStore(ft_store.user_dir).active(LINEAGE) is None
+
+
+def test_a_worse_run_is_offered_not_made_active(make_napari_viewer, qtbot, ft_store, study,
+                                                notes):
+    vol, truth = study
+    viewer = make_napari_viewer()
+    image, pred = add_study(viewer, study)
+    w = open_widget(viewer)
+    for z in CORRECTED:
+        brush(pred, z, truth)
+    w._mode.value = "full"
+    w._lr.value = "5.0"  # a learning rate that wrecks the model
+    w._length.value = 2
+    click(w._run)
+    qtbot.waitUntil(lambda: w.last_result is not None, timeout=180_000)
+    res = w.last_result
+    assert res["judged_worse"] and not res["active"] and res["entry"]
+    vs = VersionStore(ft_store.user_dir)
+    assert vs.active(LINEAGE).path.name == "v0001"
+    assert "judged WORSE" in w._status.value and "Make active" in w._status.value
+    assert any("judged WORSE" in m for _, m in notes)  # said, not only written
+    assert w._versions.value.path.name == "v0002" and "worse" in \
+        w._versions.native.currentText()
+    click(w._activate)  # the user decides
+    assert vs.active(LINEAGE).path.name == "v0002"
