@@ -257,14 +257,16 @@ def test_restore_writes_only_corrected_slices_into_the_prediction(make_napari_vi
     image, pred = add_study(viewer, study)
     w = open_widget(viewer)
     w.autosave_view.timer.setInterval(200)
+    beat = Heartbeat()
+    beat.begin("autosave", qtbot)
     brush(pred, 2, truth)
     brush(pred, 5, truth)
     saved = Autosave(work_dir_for(ft_store.user_dir)).path(study_key(vol, image.metadata))
     qtbot.waitUntil(saved.is_file, timeout=10_000)  # autosaved after a short idle time
+    beat.end(qtbot)
     edited = np.array(pred.data)
     # "crash"; a new napari opens the same study, segments it again (a different result)
     viewer2 = make_napari_viewer()
-    beat = Heartbeat()
     fresh = np.full(vol.shape, 1, np.uint8)
     image2, pred2 = add_study(viewer2, (vol.copy(), truth), prediction=fresh.copy())
     truth_layer = viewer2.layers["ct ground truth"]
