@@ -22,7 +22,8 @@ from training.runtime.optim import build_optimizer
 from .common import environment, interleaved
 
 
-def naive_official_mask(batch: int, units_side: int, unit: int, ratio: float, device) -> torch.Tensor:
+def naive_official_mask(batch: int, units_side: int, unit: int, ratio: float,
+                        device) -> torch.Tensor:
     """Official semantics, official way: per-sample loop with host-side set differences."""
     n_units = units_side * units_side
     keep = int(n_units * (1 - ratio))
@@ -77,8 +78,8 @@ def bench_loader(device, batch: int, workers: int = 2, n: int = 512) -> list[dic
         rng = np.random.default_rng(0)
         np.save(root / "shard-00000.npy", rng.integers(0, 255, (n, 224, 224), dtype=np.uint8))
         (root / MANIFEST).write_text(
-            '{"format": "%s", "image_size": 224, "shards": [{"file": "shard-00000.npy", '
-            '"count": %d, "sources": []}]}' % (SHARD_FORMAT, n))
+            f'{{"format": "{SHARD_FORMAT}", "image_size": 224, "shards": '
+            f'[{{"file": "shard-00000.npy", "count": {n}, "sources": []}}]}}')
         ds = ShardDataset(root)
         sampler = EpochSampler(len(ds))
         loader = DataLoader(ds, batch_size=batch, sampler=sampler, num_workers=workers,

@@ -305,7 +305,9 @@ class _ChunkedWrite:
     def __init__(self, layer, indices, values, on_done):
         self.layer, self.indices, self.values, self.on_done = layer, indices, values, on_done
         z = indices[0]  # ordered by slice: one chunk per slice, found by bisection
-        edges = np.searchsorted(z, np.arange(int(z[0]), int(z[-1]) + 2))
+        # (the probe values in z's own dtype: a mixed-dtype search copies all of z)
+        starts = np.searchsorted(z, np.arange(int(z[0]), int(z[-1]) + 1, dtype=z.dtype))
+        edges = np.append(starts, z.size)
         self.bounds = [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True)
                        if b > a]
         self.pos = 0

@@ -10,6 +10,10 @@ the undecorated originals (``__wrapped__``) and whose step is torch's AdamW arit
 (decoupled weight decay, bias-corrected moments; ``foreach`` kernels, as torch's default),
 with the same state layout (``step``, ``exp_avg``, ``exp_avg_sq``): checkpoints written by
 either load into the other. It never imports ``torch._dynamo``.
+
+Kernels: ``fused`` (torch's single fused AdamW kernel, ``torch._fused_adamw_``, called
+directly; it loads no compiler) wherever it supports the parameters' device and dtype (CUDA,
+and CPU where torch ships it), else ``foreach``. Measured by ``benchmarks.bench_optim``.
 """
 from __future__ import annotations
 
@@ -30,13 +34,20 @@ class AdamW(_Optimizer):
     """``torch.optim.AdamW`` (amsgrad off, not differentiable) without ``torch._dynamo``."""
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 1e-2, foreach: bool | None = None):
+                 eps: float = 1e-8, weight_decay: float = 1e-2, foreach: bool | None = None,
+                 fused: bool | None = None):
         if lr < 0 or eps < 0 or weight_decay < 0 or not all(0 <= b < 1 for b in betas):
             raise ValueError(f"invalid AdamW setting: lr={lr}, betas={betas}, eps={eps}, "
                              f"weight_decay={weight_decay}")
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps,
                                       weight_decay=weight_decay, foreach=foreach,
-                                      differentiable=False, maximize=False, amsgrad=False))
+                                      differentiable=False, maximize=False, amsgrad=False,
+                                      fused=fused))
+        if fused:  # explicit request: refuse what the kernel cannot do, as torch does
+            bad = [p for g in self.param_groups for p in g["params"] if not _fusable(p)]
+            if bad:
+                raise RuntimeError(f"fused AdamW does not support {bad[0].device.type} "
+                                   f"{bad[0].dtype} parameters")
 
     add_param_group = _undecorated("add_param_group")
     zero_grad = _undecorated("zero_grad")
@@ -57,10 +68,14 @@ class AdamW(_Optimizer):
                 if p.grad.is_sparse:
                     raise RuntimeError("AdamW does not support sparse gradients")
                 st = self.state[p]
-                if not st:
-                    st["step"] = torch.tensor(0.0)
+                if not st:  # fused kernels read the step count on the parameter's device
+                    st["step"] = torch.tensor(0.0, device=p.device if _use_fused(group, p)
+                                              else None)
                     st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                     st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                elif _use_fused(group, p) and st["step"].device != p.device:
+                    # restored from an unfused optimizer's checkpoint: step moves to the device
+                    st["step"] = st["step"].to(device=p.device, dtype=torch.float32)
                 params.append(p)
                 grads.append(p.grad)
                 avgs.append(st["exp_avg"])
@@ -71,9 +86,45 @@ class AdamW(_Optimizer):
         return loss
 
 
+def _fusable(p: torch.Tensor) -> bool:
+    """Does ``torch._fused_adamw_`` run on this parameter (device and dtype)?"""
+    if not hasattr(torch, "_fused_adamw_") or not p.is_floating_point():
+        return False
+    if p.device.type == "cuda":
+        return True
+    if p.device.type == "cpu":
+        return _cpu_fused_available()
+    return p.device.type == "mps" and p.dtype in (torch.float32, torch.float16, torch.bfloat16)
+
+
+_CPU_FUSED: list[bool] = []
+
+
+def _cpu_fused_available() -> bool:
+    """Probe the CPU kernel once (older torch builds raise NotImplementedError)."""
+    if not _CPU_FUSED:
+        try:
+            t = [torch.zeros(1)]
+            torch._fused_adamw_(t, [torch.zeros(1)], [torch.zeros(1)], [torch.zeros(1)], [],
+                                [torch.tensor(1.0)], lr=0.0, beta1=0.9, beta2=0.9,
+                                weight_decay=0.0, eps=1e-8, amsgrad=False, maximize=False)
+            _CPU_FUSED.append(True)
+        except (RuntimeError, NotImplementedError):
+            _CPU_FUSED.append(False)
+    return _CPU_FUSED[0]
+
+
+def _use_fused(group: dict, p: torch.Tensor) -> bool:
+    fused = group.get("fused")
+    return _fusable(p) if fused is None else bool(fused)
+
+
 def _adamw(params, grads, avgs, sqs, steps, group) -> None:
     lr, (beta1, beta2), eps, wd = group["lr"], group["betas"], group["eps"], \
         group["weight_decay"]
+    if all(_use_fused(group, p) for p in params):
+        _adamw_fused(params, grads, avgs, sqs, steps, lr, beta1, beta2, eps, wd)
+        return
     foreach = group.get("foreach")
     if foreach is None:
         foreach = all(p.device.type in ("cuda", "cpu", "mps") for p in params)
@@ -106,6 +157,20 @@ def _adamw(params, grads, avgs, sqs, steps, group) -> None:
     else:
         for p, g, m, v, s in zip(params, grads, avgs, sqs, steps, strict=True):
             _one(p, g, m, v, float(s.item()), lr, beta1, beta2, eps, wd)
+
+
+def _adamw_fused(params, grads, avgs, sqs, steps, lr, beta1, beta2, eps, wd) -> None:
+    """torch's fused AdamW kernel, one launch per (device, dtype) bucket; steps per tensor."""
+    buckets: dict[tuple, list[int]] = {}
+    for i, p in enumerate(params):
+        buckets.setdefault((p.device, p.dtype), []).append(i)
+    for idx in buckets.values():
+        st = [steps[i] for i in idx]
+        torch._foreach_add_(st, 1)
+        torch._fused_adamw_([params[i] for i in idx], [grads[i] for i in idx],
+                            [avgs[i] for i in idx], [sqs[i] for i in idx], [], st,
+                            lr=lr, beta1=beta1, beta2=beta2, weight_decay=wd, eps=eps,
+                            amsgrad=False, maximize=False)
 
 
 def _one(p, g, m, v, n, lr, beta1, beta2, eps, wd) -> None:
