@@ -257,14 +257,16 @@ def test_restore_writes_only_corrected_slices_into_the_prediction(make_napari_vi
     image, pred = add_study(viewer, study)
     w = open_widget(viewer)
     w.autosave_view.timer.setInterval(200)
+    beat = Heartbeat()
+    beat.begin("autosave", qtbot)
     brush(pred, 2, truth)
     brush(pred, 5, truth)
     saved = Autosave(work_dir_for(ft_store.user_dir)).path(study_key(vol, image.metadata))
     qtbot.waitUntil(saved.is_file, timeout=10_000)  # autosaved after a short idle time
+    beat.end(qtbot)
     edited = np.array(pred.data)
     # "crash"; a new napari opens the same study, segments it again (a different result)
     viewer2 = make_napari_viewer()
-    beat = Heartbeat()
     fresh = np.full(vol.shape, 1, np.uint8)
     image2, pred2 = add_study(viewer2, (vol.copy(), truth), prediction=fresh.copy())
     truth_layer = viewer2.layers["ct ground truth"]
@@ -321,3 +323,28 @@ def test_closing_napari_ends_the_training_process(make_napari_viewer, qtbot, ft_
     viewer.close()
     qtbot.waitUntil(lambda: not proc.is_alive(), timeout=10_000)
     assert VersionStore(ft_store.user_dir).active(LINEAGE) is None
+
+
+def test_a_worse_run_is_offered_not_made_active(make_napari_viewer, qtbot, ft_store, study,
+                                                notes):
+    vol, truth = study
+    viewer = make_napari_viewer()
+    image, pred = add_study(viewer, study)
+    w = open_widget(viewer)
+    for z in CORRECTED:
+        brush(pred, z, truth)
+    w._mode.value = "full"
+    w._lr.value = "5.0"  # a learning rate that wrecks the model
+    w._length.value = 2
+    click(w._run)
+    qtbot.waitUntil(lambda: w.last_result is not None, timeout=180_000)
+    res = w.last_result
+    assert res["judged_worse"] and not res["active"] and res["entry"]
+    vs = VersionStore(ft_store.user_dir)
+    assert vs.active(LINEAGE).path.name == "v0001"
+    assert "judged WORSE" in w._status.value and "Make active" in w._status.value
+    assert any("judged WORSE" in m for _, m in notes)  # said, not only written
+    assert w._versions.value.path.name == "v0002" and "worse" in \
+        w._versions.native.currentText()
+    click(w._activate)  # the user decides
+    assert vs.active(LINEAGE).path.name == "v0002"
