@@ -90,6 +90,15 @@ def bench_finetune_cache(n_train: int = 24, n_val: int = 8, steps: int = 12, bat
     step = {k: statistics.median(v) for k, v in times.items()}
     for gen in runs.values():
         gen.close()
+    # the preparation itself, item by item (the robust number: steps are noisy on a busy CPU)
+    plain = make_train()
+    cached_items = CachedDataset(plain, CacheBudget(2**30))
+    for i in range(len(plain)):
+        cached_items[i]
+    every = lambda d: [d[i] for i in range(len(d))]  # noqa: E731
+    item = interleaved({"uncached": lambda: every(plain), "cached": lambda: every(cached_items)},
+                       device, rounds, 0)
+    item_ms = {k: v / len(plain) * 1000 for k, v in item.items()}
     tmp.cleanup()
     # validation: the same held-out slices, plain vs cached (filled by a first pass)
     model = build_model("segmentation", "small", num_classes=classes).eval()
@@ -110,6 +119,9 @@ def bench_finetune_cache(n_train: int = 24, n_val: int = 8, steps: int = 12, bat
              "ratio_meaning": "uncached step s / cached step s (> 1: cache faster)",
              "batch": batch, "slices": n_train, "cache_kib_per_slice": round(item_kib, 1),
              "source": source,
+             "prepare_ms_per_item": {k: round(v, 3) for k, v in item_ms.items()},
+             "prepare_share_of_uncached_step": round(
+                 batch * (item_ms["uncached"] - item_ms["cached"]) / 1000 / step["uncached"], 4),
              "env": environment(device), "time": time.time()},
             {"name": "finetune_validation_cache_512sq_small_array",
              "uncached_s": round(v["uncached"], 4), "cached_s": round(v["cached"], 4),
