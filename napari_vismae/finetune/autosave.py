@@ -6,12 +6,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 from magicgui.widgets import PushButton
+from napari.qt.threading import create_worker
 
 from training.interactive.autosave import Autosave, AutosaveError, work_dir_for
 from training.interactive.corrections import CorrectionError
 
 from .. import _tracking
-from .._layers import write_labels_undoably
+from .._layers import apply_prediction_diff, prediction_diff
 from .._models import get_store
 from .common import notify
 from .study import TAGS, key_of, tags_of
@@ -62,8 +63,6 @@ class AutosaveView:
     # -- restore -------------------------------------------------------------------------------
     def check(self, image_layer) -> None:
         """Look (in a thread) for autosaved corrections of ``image_layer``'s study."""
-        from napari.qt.threading import create_worker
-
         self.restore_button.visible = False
         self.pending = None
         if image_layer is None:
@@ -117,11 +116,20 @@ class AutosaveView:
                 lab = self._new_layer(img, saved.labels.shape)
             slices = sorted(saved.corrected)
             new = saved.labels.astype(lab.data.dtype, copy=False)
-            write_labels_undoably(lab, new, slices if lab.ndim >= 3 else None)
-            for z in slices:
-                _tracking.mark_corrected(lab, z)
+            idx, values = prediction_diff(lab.data, new, slices if lab.ndim >= 3 else None)
+
+            def done(_n, lab=lab, slices=slices):  # a large restore lands over a few turns
+                for z in slices:
+                    _tracking.mark_corrected(lab, z)
+                self._restored(saved)
+
+            apply_prediction_diff(lab, idx, values, on_done=done)
+        else:
+            self._restored(saved)
         self.restore_button.visible = False
         self.pending = None
+
+    def _restored(self, saved) -> None:
         self.w.study.update_counts()
         self.w.set_status(f"restored {len(saved.corrected) or len(saved.tags)} corrected "
                           "slice(s)")

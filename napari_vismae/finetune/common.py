@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+from napari.utils import notifications
 
 
 def wrap(label):
@@ -46,7 +47,5 @@ def is_prediction_of(labels_layer, image_layer) -> bool:
 
 
 def notify(kind: str, message: str) -> None:
-    from napari.utils import notifications
-
     {"error": notifications.show_error, "warning": notifications.show_warning,
      "info": notifications.show_info}[kind](message)

@@ -1,60 +1,53 @@
 """The live plot of a run: training loss, and held-out Dice per fold, in napari's theme.
 
-Kept cheap for the GUI thread: matplotlib's Qt backend is imported (and its fonts loaded)
-in a background thread when the widget opens, the canvas is created on the first run,
-lines are updated in place (no ``clear()``), and redraws are coalesced (at most one per
-``REDRAW_MS``).
+Drawn with QPainter on a plain QWidget: nothing to import, a repaint costs well under a
+millisecond, so the GUI thread never waits for a plotting library. Repaints are
+coalesced (at most one per ``REDRAW_MS``).
 """
 from __future__ import annotations
 
-import threading
+from napari.utils.theme import get_theme
+from qtpy.QtCore import QPointF, QRectF, Qt, QTimer
+from qtpy.QtGui import QColor, QFont, QPainter, QPen, QPolygonF
+from qtpy.QtWidgets import QSizePolicy, QWidget
 
 LOSS, SCORE = "#56B4E9", "#E69F00"  # Okabe-Ito: readable on dark and light
 LABELS = {"cv_dice": "held-out Dice (fold)", "val_dice": "validation Dice",
           "cv_accuracy": "held-out accuracy (fold)", "val_accuracy": "validation accuracy"}
-REDRAW_MS = 400
-WARM_UP_DELAY_MS = 1500
+REDRAW_MS = 250
 
 
-def _warm_up() -> None:
-    """Import the backend and render one figure off-screen (fonts, caches)."""
-    from matplotlib.backends import backend_qtagg  # noqa: F401
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+class _Canvas(QWidget):
+    def __init__(self, view):
+        super().__init__()
+        self.view = view
+        self.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Fixed)
+        self.setFixedHeight(170)
+        self.setMinimumWidth(120)
 
-    fig = Figure(figsize=(3.2, 2.2))
-    ax = fig.add_subplot(111)
-    ax.plot([0, 1], [0, 1])
-    ax.set_xlabel("step")
-    FigureCanvasAgg(fig).draw()
+    def paintEvent(self, event):  # noqa: N802 (Qt's name)
+        p = QPainter(self)
+        try:
+            self.view.paint(p, self.width(), self.height())
+        finally:
+            p.end()
 
 
 class PlotView:
-    """A small matplotlib canvas that follows ``viewer.theme`` and never widens the dock."""
+    """Loss (left axis, auto-scaled) and scores (right axis, 0-1) against the step."""
 
     def __init__(self, w):
-        from qtpy.QtCore import QTimer
-        from qtpy.QtWidgets import QVBoxLayout, QWidget
-
         self.w = w
-        self.holder = QWidget()
-        self.holder.setLayout(QVBoxLayout())
-        self.holder.layout().setContentsMargins(0, 0, 0, 0)
-        self.canvas = None
-        self.warm = threading.Thread(target=_warm_up, daemon=True, name="vismae-plot-warm-up")
-        QTimer.singleShot(WARM_UP_DELAY_MS, self._start_warm_up)  # after the widget opened
+        self.canvas = _Canvas(self)
+        self.holder = self.canvas
         self.timer = QTimer()
         self.timer.setSingleShot(True)
         self.timer.setInterval(REDRAW_MS)
-        self.timer.timeout.connect(self._redraw)
+        self.timer.timeout.connect(self.canvas.update)
         self.metric = ""
         self.steps, self.losses, self.score_steps, self.scores = [], [], [], []
         self.bounds: list[int] = []  # where each fold starts
         w.viewer.events.theme.connect(self._on_theme)
-
-    def _start_warm_up(self) -> None:
-        if not self.warm.is_alive() and self.warm.ident is None:
-            self.warm.start()
 
     def disconnect(self) -> None:
         try:
@@ -63,44 +56,11 @@ class PlotView:
         except (RuntimeError, TypeError, ValueError):
             pass
 
-    def _ensure(self) -> bool:
-        """Create the canvas once the warm-up thread is done (False: not yet)."""
-        if self.canvas is not None:
-            return True
-        self._start_warm_up()
-        if self.warm.is_alive():
-            return False
-        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-        from matplotlib.figure import Figure
-        from qtpy.QtWidgets import QSizePolicy
-
-        fig = Figure(figsize=(3.2, 2.0))
-        fig.subplots_adjust(left=0.17, right=0.83, bottom=0.2, top=0.95)
-        self.canvas = FigureCanvasQTAgg(fig)
-        self.canvas.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Fixed)
-        self.canvas.setFixedHeight(190)
-        self.holder.layout().addWidget(self.canvas)
-        self.ax = fig.add_subplot(111)
-        self.ax2 = self.ax.twinx()
-        self.loss_line, = self.ax.plot([], [], color=LOSS, lw=1)
-        self.score_line, = self.ax2.plot([], [], "o", color=SCORE, ms=3)
-        self.ax.set_xlabel("step", fontsize=8)
-        self.ax.set_ylabel("training loss", color=LOSS, fontsize=8)
-        self.ax2.set_ylim(0, 1)
-        self.ax2.patch.set_alpha(0)
-        self.vlines = []
-        self._apply_theme()
-        return True
-
     # -- data ------------------------------------------------------------------------------------
     def reset(self, metric: str = "") -> None:
         self.metric = metric
         self.steps, self.losses, self.score_steps, self.scores = [], [], [], []
         self.bounds = []
-        if self.canvas is not None:
-            for v in self.vlines:
-                v.remove()
-            self.vlines = []
         self.draw()
 
     def baseline(self, score) -> None:
@@ -119,50 +79,63 @@ class PlotView:
         elif kind == "phase" and ev.get("phase") == "fold" and self.steps:
             self.bounds.append(self.steps[-1])
 
-    # -- drawing ---------------------------------------------------------------------------------
-    def colors(self) -> dict:
-        from napari.utils.theme import get_theme
+    def draw(self) -> None:
+        """Ask for a repaint (coalesced)."""
+        if not self.timer.isActive():
+            self.timer.start()
 
+    # -- painting --------------------------------------------------------------------------------
+    def colors(self) -> dict:
         t = get_theme(self.w.viewer.theme)
         return {"bg": t.background.as_hex(), "fg": t.text.as_hex(),
                 "grid": t.secondary.as_hex()}
 
-    def _apply_theme(self) -> None:
-        c = self.colors()
-        self.canvas.figure.set_facecolor(c["bg"])
-        self.ax.set_facecolor(c["bg"])
-        for a in (self.ax, self.ax2):
-            a.tick_params(colors=c["fg"], labelsize=7)
-            for spine in a.spines.values():
-                spine.set_color(c["grid"])
-        self.ax.xaxis.label.set_color(c["fg"])
-        for v in self.vlines:
-            v.set_color(c["grid"])
-
     def _on_theme(self, event=None) -> None:
-        if self.canvas is not None:
-            self._apply_theme()
-            self.canvas.draw_idle()
+        self.canvas.update()
 
-    def draw(self) -> None:
-        """Ask for a redraw (coalesced; the first one waits for the warm-up)."""
-        if not self.timer.isActive():
-            self.timer.start()
+    def paint(self, p: QPainter, width: int, height: int) -> None:
+        c = self.colors()
+        p.fillRect(0, 0, width, height, QColor(c["bg"]))
+        p.setRenderHint(QPainter.Antialiasing)
+        font = QFont(p.font())
+        font.setPointSizeF(7.5)
+        p.setFont(font)
+        left, right, top, bottom = 36, 36, 16, 20
+        box = QRectF(left, top, max(10, width - left - right), max(10, height - top - bottom))
+        p.setPen(QPen(QColor(c["grid"]), 1))
+        p.drawRect(box)
+        xmax = max([1, *self.steps[-1:], *self.score_steps[-1:]])
+        lo, hi = (min(self.losses), max(self.losses)) if self.losses else (0.0, 1.0)
+        hi = hi if hi > lo else lo + 1.0
 
-    def _redraw(self) -> None:
-        if not self._ensure():
-            self.timer.start()
-            return
-        self.ax2.set_ylabel(LABELS.get(self.metric, ""), color=SCORE, fontsize=8)
-        self.loss_line.set_data(self.steps, self.losses)
-        self.score_line.set_data(self.score_steps, self.scores)
-        grid = self.colors()["grid"]
-        while len(self.vlines) < len(self.bounds):
-            self.vlines.append(self.ax.axvline(self.bounds[len(self.vlines)], color=grid,
-                                               lw=0.8, ls=":"))
-        self.ax.relim()
-        self.ax.autoscale_view()
-        right = max(self.steps[-1] if self.steps else 1, self.score_steps[-1]
-                    if self.score_steps else 1)
-        self.ax.set_xlim(0, right)
-        self.canvas.draw_idle()
+        def x(step):
+            return box.left() + box.width() * step / xmax
+
+        def y(v, a=0.0, b=1.0):
+            return box.bottom() - box.height() * (v - a) / (b - a)
+
+        pen = QPen(QColor(c["grid"]), 1, Qt.DotLine)
+        p.setPen(pen)
+        for b in self.bounds:
+            p.drawLine(QPointF(x(b), box.top()), QPointF(x(b), box.bottom()))
+        if len(self.steps) > 1:
+            p.setPen(QPen(QColor(LOSS), 1.2))
+            p.drawPolyline(QPolygonF([QPointF(x(s), y(v, lo, hi))
+                                      for s, v in zip(self.steps, self.losses, strict=True)]))
+        p.setPen(Qt.NoPen)
+        p.setBrush(QColor(SCORE))
+        for s, v in zip(self.score_steps, self.scores, strict=True):
+            p.drawEllipse(QPointF(x(s), y(min(max(v, 0.0), 1.0))), 2.5, 2.5)
+        fg = QColor(c["fg"])
+        p.setPen(QColor(LOSS))
+        p.drawText(QRectF(0, top - 2, left - 3, 12), Qt.AlignRight, f"{hi:.2g}")
+        p.drawText(QRectF(0, box.bottom() - 10, left - 3, 12), Qt.AlignRight, f"{lo:.2g}")
+        p.drawText(QRectF(left, 1, box.width() / 2, 12), Qt.AlignLeft, "training loss")
+        p.setPen(QColor(SCORE))
+        p.drawText(QRectF(box.right() + 3, top - 2, right, 12), Qt.AlignLeft, "1")
+        p.drawText(QRectF(box.right() + 3, box.bottom() - 10, right, 12), Qt.AlignLeft, "0")
+        p.drawText(QRectF(box.center().x(), 1, box.width() / 2, 12), Qt.AlignRight,
+                   LABELS.get(self.metric, ""))
+        p.setPen(fg)
+        p.drawText(QRectF(left, box.bottom() + 2, box.width(), 14), Qt.AlignHCenter,
+                   f"step (0 - {xmax})")

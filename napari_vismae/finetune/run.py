@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 
 from magicgui.widgets import ComboBox, Label, LineEdit, ProgressBar, PushButton, SpinBox
+from napari.qt.threading import create_worker
 
 from training.interactive import finetune as job
 from training.interactive.autosave import work_dir_for
@@ -90,8 +91,6 @@ class RunView:
     def run(self) -> None:
         """Check the training set, autosave, write the job and start the child (returns at
         once; the heavy parts run in a thread and in the child)."""
-        from napari.qt.threading import create_worker
-
         if self.running:
             return
         entry = self.model.value

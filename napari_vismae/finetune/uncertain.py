@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 from magicgui.widgets import CheckBox, PushButton
+from napari.qt.threading import create_worker
 
 from .. import _tracking
-from .._layers import image_array, modality_and_window, write_labels_undoably
+from .._layers import apply_prediction_diff, image_array, modality_and_window
 from .._worker import ModelCache, start_worker
 from .common import notify
 from .study import key_of
@@ -48,8 +49,6 @@ class UncertainView:
     def next_uncertain(self) -> None:
         """Jump to the most uncertain slice not yet corrected or visited (ranks in a worker
         the first time, and again after the model changes)."""
-        from napari.qt.threading import create_worker
-
         img, entry = self.w.study.image.value, self._model()
         if img is None or entry is None or entry.card.task != "segmentation":
             notify("info", "VIS-MAE: choose an image and a segmentation model to rank slices")
@@ -107,10 +106,9 @@ class UncertainView:
         cur = np.asarray(lab.data[z] if z is not None else lab.data)
         part = pred[z] if z is not None and pred.ndim == cur.ndim + 1 else pred
         new = keep_locked(cur, part.astype(cur.dtype, copy=False), _tracking.locked_classes(lab))
-        if z is None:
-            write_labels_undoably(lab, new)
-        else:
-            write_labels_undoably(lab, _OneSlice(new), [z])
+        changed = np.nonzero(cur != new)
+        idx = changed if z is None else (np.full(changed[0].size, z, np.intp), *changed)
+        apply_prediction_diff(lab, idx, new[changed])
 
     def resegment_current(self, entry) -> None:
         """Segment the current slice with ``entry``; written only if it is not corrected."""
@@ -135,14 +133,3 @@ class UncertainView:
             desc="VIS-MAE re-segment", on_progress=lambda p: None, on_result=on_result,
             on_error=lambda e: notify("warning", f"VIS-MAE: re-segmenting failed: {e}"),
             on_aborted=lambda: None)
-
-
-class _OneSlice:
-    """A stand-in volume for ``write_labels_undoably(layer, new, [z])``, which reads only
-    ``new[[z]]``: the one plane, without allocating the whole volume."""
-
-    def __init__(self, plane: np.ndarray):
-        self.plane = plane
-
-    def __getitem__(self, _idx):
-        return self.plane[None]

@@ -57,3 +57,47 @@ def test_classification_set_balanced():
 def test_negative_count_rejected():
     with pytest.raises(ValueError):
         S.make_slices(-1)
+
+
+def test_no_variation_is_the_standard_phantom():
+    a = S.make_slices(3, seed=5, size=48)
+    for v in (None, "standard", S.Variation()):
+        b = S.make_slices(3, seed=5, size=48, variation=v)
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_array_equal(a[1], b[1])
+    with pytest.raises(ValueError, match="unknown phantom variation"):
+        S.make_slices(1, variation="extreme")
+
+
+@pytest.mark.parametrize("knob", ["pose_deg", "shift", "scale", "elastic", "contrast_hu",
+                                  "noise", "partial_volume"])
+def test_each_variation_knob_changes_the_phantom_deterministically(knob):
+    amount = {"pose_deg": 20.0, "contrast_hu": 30.0}.get(knob, 0.3)
+    var = S.Variation(**{knob: amount})
+    base_img, base_lab = S.make_slices(3, seed=2, size=48)
+    img, lab = S.make_slices(3, seed=2, size=48, variation=var)
+    img2, lab2 = S.make_slices(3, seed=2, size=48, variation=var)
+    np.testing.assert_array_equal(img, img2)
+    np.testing.assert_array_equal(lab, lab2)
+    assert not np.array_equal(img, base_img)
+    geometric = knob in ("pose_deg", "shift", "scale", "elastic")
+    assert (not np.array_equal(lab, base_lab)) == geometric  # labels move with the anatomy only
+
+
+def _liver_overlap(labels):
+    m = labels == 1
+    inter = (m[:, None] & m[None]).sum((2, 3))
+    union = (m[:, None] | m[None]).sum((2, 3))
+    iou = inter / np.maximum(union, 1)
+    return iou[~np.eye(len(m), dtype=bool)].mean()
+
+
+def test_hard_phantoms_vary_more_and_keep_labels_on_their_organs():
+    _, std_lab = S.make_slices(16, seed=7, size=48)
+    img, lab = S.make_slices(16, seed=7, size=48, variation="hard")
+    assert _liver_overlap(lab) < _liver_overlap(std_lab) - 0.1
+    assert set(np.unique(lab)) == set(range(len(S.CLASSES)))
+    assert np.median(img[lab == 4]) > 200 and 0 < np.median(img[lab == 1]) < 200
+    cls_img, cls_lab = S.make_classification_set(4, seed=1, size=48, variation="hard")
+    assert cls_img.shape == (4, 48, 48) and not np.array_equal(
+        cls_img, S.make_classification_set(4, seed=1, size=48)[0])

@@ -74,3 +74,13 @@ def test_refuses_non_labels(make_napari_viewer):
     img = viewer.add_image(np.zeros((4, 8, 8)))
     with pytest.raises(TypeError, match="not a napari Labels layer"):
         tr.track(img)
+
+
+def test_a_resegmentation_leaves_locked_classes_alone():
+    from napari_vismae.finetune.uncertain import keep_locked
+
+    cur = np.array([[0, 1, 1], [2, 2, 0]], np.uint8)
+    new = np.array([[1, 0, 3], [3, 2, 2]], np.uint8)
+    # class 1 locked: its voxels stay, and it does not grow; others follow the model
+    np.testing.assert_array_equal(keep_locked(cur, new, [1]), [[0, 1, 1], [3, 2, 2]])
+    np.testing.assert_array_equal(keep_locked(cur, new, []), new)

@@ -19,7 +19,7 @@ LINEAGE = "weak-tiny-seg-corrected"
 STALL = 0.25
 
 
-def add_study(viewer, study, with_truth=True):
+def add_study(viewer, study, with_truth=True, prediction=None):
     """The sample's layout: the image, its ground truth (NOT a prediction), then the
     Segment widget's prediction layer (here an empty one), tracked from the start."""
     vol, truth = study
@@ -27,7 +27,8 @@ def add_study(viewer, study, with_truth=True):
                              metadata={"modality": "CT", "window": (40.0, 400.0)})
     if with_truth:
         viewer.add_labels(truth.copy(), name="ct ground truth", scale=(5, 1, 1))
-    pred = viewer.add_labels(np.zeros(vol.shape, np.uint8), name="weak-tiny-seg labels",
+    data = np.zeros(vol.shape, np.uint8) if prediction is None else prediction
+    pred = viewer.add_labels(data, name="weak-tiny-seg labels",
                              scale=(5, 1, 1), metadata={"vismae": {
                                  "role": "prediction", "source_image": "ct",
                                  "model": "weak-tiny-seg", "lineage": "weak-tiny-seg"}})
@@ -111,10 +112,15 @@ def test_correct_finetune_rollback_export_by_clicking(make_napari_viewer, qtbot,
         bg = get_theme(theme).background.as_hex()
         return tuple(int(bg[i:i + 2], 16) / 255 for i in (1, 3, 5))
 
+    def painted():  # the plot's background as rendered
+        qtbot.wait(50)
+        px = w.plot.canvas.grab().toImage().pixelColor(3, 3)
+        return px.redF(), px.greenF(), px.blueF()
+
     assert viewer.theme == "dark" and sum(rgb("dark")) < 0.6  # a dark background
-    assert w.plot.canvas.figure.get_facecolor()[:3] == pytest.approx(rgb("dark"), abs=0.01)
+    assert painted() == pytest.approx(rgb("dark"), abs=0.01)
     viewer.theme = "light"
-    assert w.plot.canvas.figure.get_facecolor()[:3] == pytest.approx(rgb("light"), abs=0.01)
+    assert painted() == pytest.approx(rgb("light"), abs=0.01)
     # napari resets every ComboBox on layer insert / remove / rename: the lists survive
     extra = viewer.add_points(name="p")
     extra.name = "renamed"
@@ -251,18 +257,19 @@ def test_restore_writes_only_corrected_slices_into_the_prediction(make_napari_vi
     image, pred = add_study(viewer, study)
     w = open_widget(viewer)
     w.autosave_view.timer.setInterval(200)
+    beat = Heartbeat()
+    beat.begin("autosave", qtbot)
     brush(pred, 2, truth)
     brush(pred, 5, truth)
     saved = Autosave(work_dir_for(ft_store.user_dir)).path(study_key(vol, image.metadata))
     qtbot.waitUntil(saved.is_file, timeout=10_000)  # autosaved after a short idle time
+    beat.end(qtbot)
     edited = np.array(pred.data)
     # "crash"; a new napari opens the same study, segments it again (a different result)
     viewer2 = make_napari_viewer()
-    beat = Heartbeat()
-    image2, pred2 = add_study(viewer2, (vol.copy(), truth))
-    truth_layer = viewer2.layers["ct ground truth"]
     fresh = np.full(vol.shape, 1, np.uint8)
-    pred2.data = fresh.copy()
+    image2, pred2 = add_study(viewer2, (vol.copy(), truth), prediction=fresh.copy())
+    truth_layer = viewer2.layers["ct ground truth"]
     beat.begin("open widget with an autosave", qtbot)
     w2 = open_widget(viewer2)
     qtbot.waitUntil(lambda: not w2._restore.native.isHidden(), timeout=10_000)
@@ -270,6 +277,7 @@ def test_restore_writes_only_corrected_slices_into_the_prediction(make_napari_vi
     assert w2._labels.value is pred2 and "Restore 2 corrected slice(s)" in w2._restore.text
     beat.begin("restore", qtbot)
     click(w2._restore)
+    qtbot.waitUntil(lambda: "restored 2 corrected" in w2._status.value, timeout=10_000)
     beat.end(qtbot)
     beat.stop()
     print("largest GUI stall per step:", beat.report())
@@ -298,3 +306,45 @@ def test_corrupt_autosave_is_a_warning(make_napari_viewer, qtbot, ft_store, stud
     qtbot.waitUntil(lambda: bool(notes.warnings()), timeout=10_000)
     assert str(path) in notes.warnings()[0] and "unreadable" in notes.warnings()[0]
     assert w._restore.native.isHidden()
+
+
+def test_closing_napari_ends_the_training_process(make_napari_viewer, qtbot, ft_store, study,
+                                                  notes):
+    vol, truth = study
+    viewer = make_napari_viewer()
+    image, pred = add_study(viewer, study)
+    w = open_widget(viewer)
+    for z in CORRECTED:
+        brush(pred, z, truth)
+    w._length.value = 5000
+    click(w._run)
+    qtbot.waitUntil(lambda: w._progress.value >= 2, timeout=120_000)
+    proc = w.run_view.proc
+    viewer.close()
+    qtbot.waitUntil(lambda: not proc.is_alive(), timeout=10_000)
+    assert VersionStore(ft_store.user_dir).active(LINEAGE) is None
+
+
+def test_a_worse_run_is_offered_not_made_active(make_napari_viewer, qtbot, ft_store, study,
+                                                notes):
+    vol, truth = study
+    viewer = make_napari_viewer()
+    image, pred = add_study(viewer, study)
+    w = open_widget(viewer)
+    for z in CORRECTED:
+        brush(pred, z, truth)
+    w._mode.value = "full"
+    w._lr.value = "5.0"  # a learning rate that wrecks the model
+    w._length.value = 2
+    click(w._run)
+    qtbot.waitUntil(lambda: w.last_result is not None, timeout=180_000)
+    res = w.last_result
+    assert res["judged_worse"] and not res["active"] and res["entry"]
+    vs = VersionStore(ft_store.user_dir)
+    assert vs.active(LINEAGE).path.name == "v0001"
+    assert "judged WORSE" in w._status.value and "Make active" in w._status.value
+    assert any("judged WORSE" in m for _, m in notes)  # said, not only written
+    assert w._versions.value.path.name == "v0002" and "worse" in \
+        w._versions.native.currentText()
+    click(w._activate)  # the user decides
+    assert vs.active(LINEAGE).path.name == "v0002"

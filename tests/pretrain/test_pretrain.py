@@ -18,14 +18,19 @@ from .conftest import BASE, read_losses, run_pretrain
 
 def test_loss_decreases_and_weights_are_exported(image_folder, tmp_path):
     run = tmp_path / "run"
+    # without augmentation (flips only): on 24 images the loss must fall clearly in 36 steps
     run_pretrain(BASE + ["--data", str(image_folder), "--output", str(run), "--epochs", "12",
-                         "--batch-size", "8", "--vis-every", "9"])
+                         "--batch-size", "8", "--vis-every", "9", "--no-augment"])
     losses = [loss for _, loss in read_losses(run)]
     assert len(losses) == 36
     first, last = sum(losses[:6]) / 6, sum(losses[-6:]) / 6
     assert last < 0.8 * first, f"loss did not fall enough: {first:.4f} -> {last:.4f}"
     model, card = load_checkpoint(run / "model")
     assert card.task == "mae" and card.provenance["pretraining"]["steps"] == 36
+    assert card.provenance["pretraining"]["augmentation"] == {"flip": True}
+    check = card.provenance["pretraining"]["input_use_check"]
+    assert check["step"] == 36 and not check["held_out"] and check["images"] == 16
+    assert check["masked_error"] > 0 and check["all_masked_error"] > 0
     assert card.preprocessing["mean"] == pytest.approx(0.223)
     assert (run / "samples" / "step-000000009.png").read_bytes()[:4] == b"\x89PNG"
     records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
@@ -34,8 +39,9 @@ def test_loss_decreases_and_weights_are_exported(image_folder, tmp_path):
 
 
 def test_sigkill_then_resume_gives_the_uninterrupted_losses(image_folder, tmp_path):
+    # default augmentation on; the input-use check runs every 4 steps and must not perturb it
     common = BASE + ["--data", str(image_folder), "--epochs", "3", "--batch-size", "4",
-                     "--save-every", "2"]
+                     "--save-every", "2", "--check-every", "4"]
     full, broken = tmp_path / "full", tmp_path / "broken"
     run_pretrain(common + ["--output", str(full)])
     killed = run_pretrain(common + ["--output", str(broken), "--kill-after-step", "9"], check=False)
@@ -44,6 +50,9 @@ def test_sigkill_then_resume_gives_the_uninterrupted_losses(image_folder, tmp_pa
     assert states[-1] == "step-000000008.pt"  # mid-epoch (6 steps per epoch)
     run_pretrain(common + ["--output", str(broken), "--resume", "auto"])
     assert read_losses(broken) == read_losses(full)
+    checks = [json.loads(x) for x in (full / "check.jsonl").read_text().splitlines()]
+    assert [c["step"] for c in checks] == [4, 8, 12, 16, 18]
+    assert (broken / "check.jsonl").read_text() == (full / "check.jsonl").read_text()
     a, b = (load_file(r / "model" / "model.safetensors") for r in (full, broken))
     assert all(torch.equal(a[k], b[k]) for k in a)
 

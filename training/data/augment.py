@@ -102,3 +102,70 @@ def augment_batch(image: torch.Tensor, mask: torch.Tensor | None = None,
     theta = random_affine(image.shape[0], cfg, generator, image.device)
     image, mask = apply_affine(image, mask, theta)
     return intensity_jitter(image, cfg, generator), mask
+
+
+# -- pretraining: one image at a time, seeded per sample -----------------------------------------
+@dataclass(frozen=True)
+class PretrainAugment:
+    """Per-sample augmentation of the MAE pretraining images (one [0, 1] image at a time).
+
+    A random resized crop (area fraction in ``[crop_scale, 1]`` of the image, aspect ratio
+    in ``ratio``), a rotation of up to ``rotate_deg`` either way and a horizontal flip
+    (p=0.5), resampled in one bilinear ``grid_sample`` (zeros outside the image), then, with
+    probability ``p_intensity``, brightness ``+-intensity``, contrast about the image mean
+    ``x U(1 - 2 intensity, 1 + 2 intensity)`` and gamma ``exp U(-2 intensity, 2 intensity)``,
+    clamped to [0, 1]. Every draw comes from the generator given, so a sample is a function
+    of its seed alone (exact resume, DDP = one process).
+    """
+
+    crop_scale: float = 0.5
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    rotate_deg: float = 10.0
+    flip: bool = True
+    intensity: float = 0.1
+    p_intensity: float = 0.8
+
+    def __post_init__(self):
+        if not 0 < self.crop_scale <= 1:
+            raise ValueError(f"crop scale must be in (0, 1], got {self.crop_scale}")
+        if not 0 <= self.intensity < 0.5:
+            raise ValueError(f"intensity jitter must be in [0, 0.5), got {self.intensity}")
+        if self.rotate_deg < 0:
+            raise ValueError(f"rotation must be >= 0 degrees, got {self.rotate_deg}")
+
+    def to_dict(self) -> dict:
+        return {"crop_scale": self.crop_scale, "ratio": list(self.ratio),
+                "rotate_deg": self.rotate_deg, "flip": self.flip, "intensity": self.intensity,
+                "p_intensity": self.p_intensity}
+
+
+def _u(g: torch.Generator, lo: float, hi: float) -> float:
+    return lo + (hi - lo) * float(torch.rand((), generator=g))
+
+
+def pretrain_augment(x: torch.Tensor, cfg: PretrainAugment, g: torch.Generator) -> torch.Tensor:
+    """(C, H, W) [0, 1] image -> augmented (C, H, W), drawn from ``g`` (CPU generator)."""
+    # random resized crop: side fractions (w, h) of the image, centre anywhere it fits
+    area = _u(g, cfg.crop_scale, 1.0)
+    log_r = _u(g, math.log(cfg.ratio[0]), math.log(cfg.ratio[1]))
+    r = math.exp(log_r)
+    w, h = min(1.0, math.sqrt(area * r)), min(1.0, math.sqrt(area / r))
+    cx, cy = _u(g, -(1 - w), 1 - w), _u(g, -(1 - h), 1 - h)  # normalised [-1, 1] coordinates
+    th = math.radians(_u(g, -cfg.rotate_deg, cfg.rotate_deg))
+    flip = -1.0 if (cfg.flip and float(torch.rand((), generator=g)) < 0.5) else 1.0
+    c, s = math.cos(th), math.sin(th)
+    # output (u, v) -> input: rotate, then scale to the crop, then shift to its centre
+    theta = torch.tensor([[[c * w * flip, -s * w, cx], [s * h * flip, c * h, cy]]],
+                         dtype=torch.float32)
+    if not (w == 1.0 and h == 1.0 and th == 0.0 and flip == 1.0):
+        grid = F.affine_grid(theta, [1, *x.shape], align_corners=False)
+        x = F.grid_sample(x[None].float(), grid, mode="bilinear", padding_mode="zeros",
+                          align_corners=False)[0]
+    on = float(torch.rand((), generator=g)) < cfg.p_intensity
+    b = _u(g, -cfg.intensity, cfg.intensity)
+    k = _u(g, 1 - 2 * cfg.intensity, 1 + 2 * cfg.intensity)
+    gam = math.exp(_u(g, -2 * cfg.intensity, 2 * cfg.intensity))
+    if on and cfg.intensity > 0:
+        m = x.mean()
+        x = ((x - m) * k + m + b).clamp(0.0, 1.0).pow(gam)
+    return x.contiguous()

@@ -14,6 +14,11 @@ Label maps use :data:`CLASSES` (0 background, 1 liver, 2 spleen, 3 kidney,
 4 bone). The classification variant marks cases with a hypodense liver
 lesion (label 1) or none (label 0).
 
+:class:`Variation` makes them harder on purpose (pose, scale, elastic shape, organ
+contrast, noise and partial volume, each with its own knob; ``VARIATIONS["hard"]`` turns them
+all on) so that a small labelled set no longer covers them. ``Variation()`` (the default)
+adds nothing: the standard phantoms are unchanged, byte for byte.
+
 Volumes are (z, y, x) arrays; they can be written as a DICOM CT series with
 real geometry (:func:`write_dicom_series`) and as NIfTI (:func:`write_nifti`).
 Everything depends only on the seed: the same seed gives the same bytes.
@@ -22,7 +27,7 @@ from __future__ import annotations
 
 import gzip
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -121,12 +126,18 @@ class PhantomCase:
         self.muscle_hu = MUSCLE + rng.normal(0, 5)
         self.organ_hu = {k: v + rng.normal(0, 8) for k, v in HU.items()}
 
-    def render(self, z: float, size: int | tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-        """-> (clean HU image, label map) of one axial slice, (H, W) float32 / uint8."""
+    def render(self, z: float, size: int | tuple[int, int],
+               warp=None) -> tuple[np.ndarray, np.ndarray]:
+        """-> (clean HU image, label map) of one axial slice, (H, W) float32 / uint8.
+
+        ``warp``: optional ``(x, y) -> (x, y)`` applied to the sampling grid (pose, scale,
+        elastic deformation: image and labels move together)."""
         h, w = (size, size) if np.isscalar(size) else size
         y, x = np.meshgrid(np.linspace(-1, 1, h, dtype=np.float32) * (h / max(h, w)),
                            np.linspace(-1, 1, w, dtype=np.float32) * (w / max(h, w)),
                            indexing="ij")
+        if warp is not None:
+            x, y = warp(x, y)
         img = np.full((h, w), AIR, np.float32)
         lab = np.zeros((h, w), np.uint8)
         hu = self.organ_hu
@@ -162,6 +173,96 @@ class PhantomCase:
         return img, lab
 
 
+@dataclass(frozen=True)
+class Variation:
+    """Extra, seeded variation of the 2-D phantoms (:func:`make_slices`,
+    :func:`make_classification_set`); every field 0 = none (the standard phantoms).
+
+    - ``pose_deg``: in-plane rotation of the whole slice, uniform in +-``pose_deg``;
+    - ``shift``: translation, uniform in +-``shift`` of the half field of view, per axis;
+    - ``scale``: patient size, x ``exp U(+-scale)``;
+    - ``elastic``: smooth random displacement (about 3 bumps across), amplitude ``elastic``
+      of the half field of view: organ shapes bend, labels follow;
+    - ``contrast_hu``: per-case organ HU offsets with this standard deviation (on top of the
+      8 HU the anatomy already has), so organs can approach their neighbours' intensity;
+    - ``noise``: noise level x ``exp U(+-noise)``;
+    - ``partial_volume``: in-plane blur x ``exp U(+-partial_volume)`` and a slab of
+      thickness up to ``partial_volume x 0.1`` of the z range averaged (thick-slice partial
+      volume: organ edges in z fade into their neighbours; labels at the slab centre).
+    """
+
+    pose_deg: float = 0.0
+    shift: float = 0.0
+    scale: float = 0.0
+    elastic: float = 0.0
+    contrast_hu: float = 0.0
+    noise: float = 0.0
+    partial_volume: float = 0.0
+
+    def is_none(self) -> bool:
+        return not any(asdict(self).values())
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+VARIATIONS = {
+    "standard": Variation(),
+    "hard": Variation(pose_deg=20.0, shift=0.1, scale=0.15, elastic=0.05, contrast_hu=20.0,
+                      noise=0.7, partial_volume=0.7),
+}
+
+
+def _variation(v: Variation | str | None) -> Variation:
+    """A :class:`Variation`, or the name of one in :data:`VARIATIONS`."""
+    if v is None:
+        return Variation()
+    if isinstance(v, Variation):
+        return v
+    try:
+        return VARIATIONS[v]
+    except KeyError:
+        raise ValueError(f"unknown phantom variation {v!r}; choose from {sorted(VARIATIONS)}") \
+            from None
+
+
+def _render_varied(case: PhantomCase, z: float, size: int, var: Variation, case_seed: int,
+                   noise_hu: float, blur_px: float, rng: np.random.Generator):
+    """A varied slice of ``case``: (HU image, labels). Draws come from their own generator
+    (``[case_seed, 29]``), so the anatomy and the standard noise stay those of the seed."""
+    vr = np.random.default_rng([case_seed, 29])
+    th = np.radians(vr.uniform(-var.pose_deg, var.pose_deg))
+    sx, sy = vr.uniform(-var.shift, var.shift, 2)
+    k = float(np.exp(vr.uniform(-var.scale, var.scale)))
+    field = None
+    if var.elastic > 0:
+        coarse = vr.normal(0, 1, (2, 6, 6))
+        from scipy.ndimage import zoom
+        field = np.stack([gaussian_filter(zoom(c, size / 6, order=3), size / 8) for c in coarse])
+        field *= var.elastic / max(np.abs(field).max(), 1e-6)
+    c, si = np.cos(th), np.sin(th)
+
+    def warp(x, y):
+        # output -> anatomy coordinates: undo the shift, rotation and size change
+        u, v = x - sx, y - sy
+        u, v = (c * u + si * v) / k, (-si * u + c * v) / k
+        if field is not None:
+            u, v = u + field[0], v + field[1]
+        return u.astype(np.float32), v.astype(np.float32)
+
+    for name in case.organ_hu:
+        case.organ_hu[name] += vr.normal(0, var.contrast_hu) if var.contrast_hu else 0.0
+    case.muscle_hu += vr.normal(0, var.contrast_hu) if var.contrast_hu else 0.0
+    clean, lab = case.render(z, size, warp)
+    if var.partial_volume > 0:
+        dz = vr.uniform(0, var.partial_volume * 0.1)
+        slab = [case.render(z + d, size, warp)[0] for d in (-dz, dz)]
+        clean = (clean + slab[0] + slab[1]) / 3
+    blur = blur_px * float(np.exp(vr.uniform(-var.partial_volume, var.partial_volume)))
+    noise = noise_hu * float(np.exp(vr.uniform(-var.noise, var.noise)))
+    return _finish(clean, rng, noise, blur), lab
+
+
 def _finish(clean: np.ndarray, rng: np.random.Generator, noise_hu: float, blur_px: float):
     img = gaussian_filter(clean, blur_px) if blur_px > 0 else clean
     return (img + rng.normal(0, noise_hu, img.shape)).astype(np.float32)
@@ -190,14 +291,17 @@ def make_volume(seed: int, shape: tuple[int, int, int] = (24, 128, 128),
 
 def make_slices(n: int, seed: int = 0, size: int = 64, noise_hu: float = 12.0,
                 blur_px: float = 0.7, z_range: tuple[float, float] = (-0.5, 0.6),
-                lesion: bool | None = None, return_cases: bool = False):
+                lesion: bool | None = None, return_cases: bool = False,
+                variation: Variation | str | None = None):
     """``n`` independent 2-D phantoms -> (images HU (n, size, size), labels (n, size, size) uint8).
 
     Slice ``i`` comes from case ``seed * 1_000_003 + i`` at a random z in
     ``z_range`` (the span where the labelled organs appear), so different
     seeds give disjoint cases. With ``return_cases`` also a bool array: does
-    the case have a liver lesion (the classification target)?
+    the case have a liver lesion (the classification target)? ``variation``: a
+    :class:`Variation` or a name in :data:`VARIATIONS` (default: none).
     """
+    var = _variation(variation)
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
     images = np.empty((n, size, size), np.float32)
@@ -208,8 +312,11 @@ def make_slices(n: int, seed: int = 0, size: int = 64, noise_hu: float = 12.0,
         case = PhantomCase(case_seed, lesion)
         rng = np.random.default_rng([case_seed, 11])
         z = rng.uniform(*z_range)
-        clean, lab = case.render(z, size)
-        images[i] = _finish(clean, rng, noise_hu, blur_px)
+        if var.is_none():
+            clean, lab = case.render(z, size)
+            images[i] = _finish(clean, rng, noise_hu, blur_px)
+        else:
+            images[i], lab = _render_varied(case, z, size, var, case_seed, noise_hu, blur_px, rng)
         labels[i] = lab
         lesions[i] = case.has_lesion
     return (images, labels, lesions) if return_cases else (images, labels)
@@ -221,14 +328,20 @@ def make_classification_set(n: int, seed: int = 0, size: int = 64, **kw):
     Labels: 0 no lesion, 1 lesion (:data:`CLS_CLASSES`). The slice is taken at
     the lesion's level, so a positive case always shows it.
     """
+    var = _variation(kw.get("variation"))
     images = np.empty((n, size, size), np.float32)
     labels = np.empty(n, np.int64)
     for i in range(n):
         case_seed = seed * 1_000_003 + i
         case = PhantomCase(case_seed, lesion=(i % 2 == 1))
         rng = np.random.default_rng([case_seed, 13])
-        clean, _ = case.render(case.lesion.cz, size)
-        images[i] = _finish(clean, rng, kw.get("noise_hu", 12.0), kw.get("blur_px", 0.7))
+        noise_hu, blur_px = kw.get("noise_hu", 12.0), kw.get("blur_px", 0.7)
+        if var.is_none():
+            clean, _ = case.render(case.lesion.cz, size)
+            images[i] = _finish(clean, rng, noise_hu, blur_px)
+        else:
+            images[i] = _render_varied(case, case.lesion.cz, size, var, case_seed, noise_hu,
+                                       blur_px, rng)[0]
         labels[i] = int(case.has_lesion)
     order = np.random.default_rng([seed, 17]).permutation(n)
     return images[order], labels[order]

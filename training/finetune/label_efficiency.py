@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from training.data.preprocessing import Preprocessing, to_model_input
+from training.data.synthetic import VARIATIONS
 from training.runtime.atomic import atomic_write_text
 from training.runtime.progress import Progress
 from training.runtime.threads import THREADS_HELP, configure_threads
@@ -45,7 +46,13 @@ class StudyConfig:
     input_size: int = 64
     fractions: tuple[float, ...] = FRACTIONS
     seeds: tuple[int, ...] = (0,)
-    # synthetic data (quick)
+    # synthetic data (quick): phantom seeds of each pool (disjoint cases when they differ),
+    # and their variation (training.data.synthetic.VARIATIONS: "standard", "hard")
+    pretrain_seed: int = 1
+    labeled_seed: int = 2
+    val_seed: int = 3
+    test_seed: int = 4
+    phantoms: str = "standard"
     n_unlabeled: int = 1200
     n_labeled: int = 200
     n_val: int = 24
@@ -156,18 +163,28 @@ def run_study(cfg: StudyConfig, out_dir: str | Path, work_dir: str | Path | None
     classes = task_cfg.pop("classes", CLASSES)
     names = [c["name"] for c in classes]
     if data is None:
-        # disjoint seeds: unlabelled 1, labelled pool 2, validation 3, test 4
-        pool = ArrayDataset(*make_slices(cfg.n_labeled, 2, cfg.input_size), prep=prep)
-        val = ArrayDataset(*make_slices(cfg.n_val, 3, cfg.input_size), prep=prep)
-        test = ArrayDataset(*make_slices(cfg.n_test, 4, cfg.input_size), prep=prep)
+        # disjoint seeds (default): unlabelled 1, labelled pool 2, validation 3, test 4
+        seeds = (cfg.pretrain_seed, cfg.labeled_seed, cfg.val_seed, cfg.test_seed)
+        if len(set(seeds[1:])) < 3 or (mae_init is None and cfg.pretrain_seed in seeds[1:]):
+            raise ValueError(f"phantom seeds must differ (pretraining, labelled, validation, "
+                             f"test: {seeds}): the same seed gives the same cases")
+        kw = {"variation": cfg.phantoms}
+        pool = ArrayDataset(*make_slices(cfg.n_labeled, cfg.labeled_seed, cfg.input_size, **kw),
+                            prep=prep)
+        val = ArrayDataset(*make_slices(cfg.n_val, cfg.val_seed, cfg.input_size, **kw), prep=prep)
+        test = ArrayDataset(*make_slices(cfg.n_test, cfg.test_seed, cfg.input_size, **kw),
+                            prep=prep)
         meta["data"] = ("synthetic CT phantoms (training.data.synthetic), "
-                        f"{cfg.input_size}x{cfg.input_size}, classes {names}")
+                        f"{cfg.input_size}x{cfg.input_size}, classes {names}, "
+                        f"variation {cfg.phantoms!r}, seeds pretraining/labelled/validation/"
+                        f"test {'/'.join(map(str, seeds))}")
     else:
         pool, val, test = data["pool"], data.get("val"), data["test"]
         prep = pool.prep
         meta["data"] = {k: len(v) for k, v in data.items() if v is not None}
     if mae_init is None:
-        imgs, _ = make_slices(cfg.n_unlabeled, 1, cfg.input_size)
+        imgs, _ = make_slices(cfg.n_unlabeled, cfg.pretrain_seed, cfg.input_size,
+                              variation=cfg.phantoms)
         unl = ArrayDataset(imgs, None, prep=prep)
         unit = torch.stack([unl[i][0] for i in range(len(unl))])
         torch.manual_seed(0)
@@ -293,7 +310,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fractions", type=float, nargs="+", default=list(FRACTIONS),
                    help="fractions of the labelled pool to fine-tune on (nested subsets)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0],
-                   help="repeat the study with these seeds (subsets, init, order)")
+                   help="repeat the study with these seeds (label subsets, fine-tuning init and "
+                        "order; the phantoms are set by --*-seed)")
+    p.add_argument("--phantoms", default=QUICK.phantoms, choices=sorted(VARIATIONS),
+                   help="phantom variation with --quick: 'hard' varies pose, scale, elastic "
+                        "shape, organ contrast, noise and partial volume")
+    for name, what in (("pretrain", "unlabelled pretraining pool"),
+                       ("labeled", "labelled pool"), ("val", "validation set"),
+                       ("test", "test set")):
+        p.add_argument(f"--{name}-seed", type=int, default=getattr(QUICK, f"{name}_seed"),
+                       help=f"phantom seed of the {what} with --quick (seeds must differ)")
     p.add_argument("--preset", default=QUICK.preset, help="architecture for random init "
                    "and the quick MAE")
     p.add_argument("--input-size", type=int, default=QUICK.input_size,
@@ -322,7 +348,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                               pretrain_steps=args.pretrain_steps,
                               finetune_steps=args.finetune_steps,
                               finetune_batch=args.batch_size, finetune_lr=args.lr,
-                              threads=args.threads)
+                              threads=args.threads, phantoms=args.phantoms,
+                              pretrain_seed=args.pretrain_seed, labeled_seed=args.labeled_seed,
+                              val_seed=args.val_seed, test_seed=args.test_seed)
     data, task_cfg = None, {}
     try:
         if args.train_csv:

@@ -40,14 +40,17 @@ from training.runtime.atomic import atomic_path, atomic_write_text
 
 
 def write_job(work: str | Path, base: str | Path, versions_root: str | Path, config: dict,
-              studies: Sequence[dict], lineage: str | None = None) -> Path:
+              studies: Sequence[dict], lineage: str | None = None,
+              val_studies: Sequence[dict] = ()) -> Path:
     """Write a job folder. ``studies``: dicts with ``autosave`` (path of the study's
     autosave file), ``image`` (the study's (z, y, x) or (y, x) array), ``slices`` (the
-    training slice indices), ``key``, ``modality``, ``window``, optional ``image_sha256``."""
+    training slice indices), ``key``, ``modality``, ``window``, optional ``image_sha256``.
+    ``val_studies`` (same form; ``slices`` = the slices to validate on, labels from the
+    autosave file) replace the cross-validation by validation on them (benchmarks)."""
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
     entries = []
-    for k, st in enumerate(studies):
+    for k, st in enumerate([*studies, *val_studies]):
         image = np.asarray(st["image"])
         slices = sorted(int(i) for i in st["slices"])
         part = image[None] if image.ndim == 2 else image[slices]
@@ -57,7 +60,8 @@ def write_job(work: str | Path, base: str | Path, versions_root: str | Path, con
                      shape=np.asarray(image.shape, np.int64))
         entries.append({"file": name, "autosave": str(st["autosave"]), "key": st["key"],
                         "modality": st.get("modality"), "window": st.get("window"),
-                        "image_sha256": st.get("image_sha256")})
+                        "image_sha256": st.get("image_sha256"),
+                        "validation": k >= len(studies)})
     job = {"base": str(base), "versions_root": str(versions_root), "lineage": lineage,
            "config": config, "studies": entries}
     atomic_write_text(work / "job.json", json.dumps(job, indent=1))
@@ -82,7 +86,8 @@ def load_study(work: Path, entry: dict, task: str) -> CorrectionSet:
     if saved.labels is None or tuple(saved.labels.shape) != shape:
         raise CorrectionError(f"{entry['autosave']} has no labels of shape {shape}")
     labels = saved.labels[None] if saved.labels.ndim == 2 else saved.labels[slices]
-    corrected = {local[z] for z in saved.corrected if z in local}
+    corrected = set(local.values()) if entry.get("validation") else \
+        {local[z] for z in saved.corrected if z in local}
     return CorrectionSet(image, labels, corrected=corrected, key=entry["key"], task=task,
                          modality=entry.get("modality"), window=window, origin=origin)
 
@@ -111,10 +116,11 @@ def run_job(work: str | Path, emit: Callable[[dict], None], stop_event=None) -> 
     base = Path(job["base"])
     card = read_model_card(base)
     entry = ModelEntry(card.name, base, card, "user")
-    sets = [load_study(work, s, card.task) for s in job["studies"]]
+    sets = [load_study(work, s, card.task) for s in job["studies"] if not s.get("validation")]
+    val = [load_study(work, s, card.task) for s in job["studies"] if s.get("validation")]
     cfg = SessionConfig.from_dict(job["config"])
     gen = session_steps(entry, sets, cfg, VersionStore(job["versions_root"]),
-                        _Stop(work, stop_event), lineage=job.get("lineage"))
+                        _Stop(work, stop_event), lineage=job.get("lineage"), val_sets=val)
     while True:
         try:
             ev = next(gen)

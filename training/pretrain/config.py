@@ -48,7 +48,15 @@ class PretrainConfig:
     beta2: float = 0.95
     clip_grad: float = 0.0  # max grad norm; 0 = off (as the official code)
     mask_ratio: float = 0.75
+    mask_unit: int = 16  # pixels; a multiple of the patch size that divides input_size
     norm_pix_loss: bool = False
+    augment: bool = True  # random resized crop, rotation, flip, intensity jitter
+    aug_crop_scale: float = 0.5
+    aug_rotate: float = 10.0
+    aug_flip: bool = True
+    aug_intensity: float = 0.1
+    check_every: int = 500  # input-use check every N steps (and at the end); 0 = off
+    check_images: int = 16
     drop_path: float = 0.1
     precision: str = "auto"  # auto | fp32 | bf16 | fp16
     device: str = "auto"
@@ -69,7 +77,17 @@ class PretrainConfig:
     def model_config(self):
         preset = PRESETS[self.model]
         return preset.replace(img_size=self.input_size, mask_ratio=self.mask_ratio,
-                              norm_pix_loss=self.norm_pix_loss, drop_path_rate=self.drop_path)
+                              mask_unit=self.mask_unit, norm_pix_loss=self.norm_pix_loss,
+                              drop_path_rate=self.drop_path)
+
+    def augmentation(self):
+        """The :class:`PretrainAugment` of this run, or None (``--no-augment``: flips only)."""
+        if not self.augment:
+            return None
+        from training.data.augment import PretrainAugment
+
+        return PretrainAugment(crop_scale=self.aug_crop_scale, rotate_deg=self.aug_rotate,
+                               flip=self.aug_flip, intensity=self.aug_intensity)
 
 
 HELP = {
@@ -84,8 +102,22 @@ HELP = {
     "warmup_epochs": "linear warm-up length, in epochs (per-iteration schedule)",
     "weight_decay": "AdamW weight decay (not applied to norms, biases, tables, mask token)",
     "clip_grad": "clip the gradient norm to this value (0 = off)",
-    "mask_ratio": "fraction of 16x16-pixel mask units hidden from the encoder",
+    "mask_ratio": "fraction of mask units hidden from the encoder",
+    "mask_unit": "side of a square mask unit in pixels (a multiple of the patch size that "
+                 "divides --input-size)",
     "norm_pix_loss": "per-patch normalised reconstruction targets",
+    "augment": "augment each image (seeded per sample): random resized crop, rotation, flip, "
+               "intensity jitter; --no-augment: horizontal flips only",
+    "aug_crop_scale": "random resized crop: smallest area fraction of the image kept",
+    "aug_rotate": "random rotation of up to this many degrees either way",
+    "aug_flip": "random horizontal flip (also without --augment)",
+    "aug_intensity": "intensity jitter strength s: brightness +-s, contrast x(1 +- 2s), "
+                     "gamma exp(+-2s); 0 = off",
+    "check_every": "every N steps and at the end, check on a fixed held-out batch that the "
+                   "model uses what it sees (masked-patch error with the normal mask vs "
+                   "everything masked vs the mean image); 0 = off",
+    "check_images": "images in the input-use check's batch (held out of training when the "
+                    "data has at least 10x as many)",
     "drop_path": "stochastic depth rate (linear over the blocks)",
     "precision": "auto = bf16 autocast on GPUs that support it, else fp32; fp16 uses a grad scaler",
     "device": "auto, cuda, mps or cpu (under torchrun each process takes its LOCAL_RANK GPU)",
@@ -153,4 +185,14 @@ def parse_args(argv=None) -> PretrainConfig:
         parser.error(f"--model {cfg.model!r}: choose from {', '.join(PRESETS)}")
     if cfg.precision not in ("auto", "fp32", "bf16", "fp16"):
         parser.error("--precision must be auto, fp32, bf16 or fp16")
+    patch = PRESETS[cfg.model].patch_size
+    if cfg.mask_unit <= 0 or cfg.mask_unit % patch or cfg.input_size % cfg.mask_unit:
+        parser.error(f"--mask-unit {cfg.mask_unit}: must be a multiple of the patch size "
+                     f"({patch}) that divides --input-size {cfg.input_size}")
+    try:
+        cfg.augmentation()
+    except ValueError as e:
+        parser.error(f"--aug-*: {e}")
+    if cfg.check_every < 0 or cfg.check_images < 0:
+        parser.error("--check-every and --check-images must be >= 0")
     return cfg

@@ -1,7 +1,9 @@
 """Pretraining data: sharded uint8 slices (``python -m training.prepare``) or a plain image folder.
 
-Every sample is a function of ``(index, epoch, seed)`` alone: the flip and the
-masking noise come from a generator seeded by those, never from global state.
+Every sample is a function of ``(index, epoch, seed)`` alone: the augmentation
+(:class:`training.data.augment.PretrainAugment`: random resized crop, rotation, flip,
+intensity jitter; or only the flip when ``augment`` is None) and the masking noise come
+from a generator seeded by those, never from global state.
 Together with :class:`EpochSampler` this makes a run exactly reproducible and
 resumable mid-epoch, and makes N processes with batch b see exactly what one
 process with batch N·b sees.
@@ -17,6 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from training.data.augment import PretrainAugment, pretrain_augment
 from training.data.preprocessing import Preprocessing, grey, unit_slices
 
 log = logging.getLogger(__name__)
@@ -62,11 +65,13 @@ class EpochSampler(Sampler):
 
 
 class _PretrainDataset(Dataset):
-    """Common part: flip + masking noise per sample; subclasses implement ``load(i)``."""
+    """Common part: augmentation (or just a flip) + masking noise per sample; subclasses
+    implement ``load(i)``."""
 
-    def __init__(self, image_size: int, num_mask_units: int, seed: int, flip: bool):
+    def __init__(self, image_size: int, num_mask_units: int, seed: int, flip: bool,
+                 augment: PretrainAugment | None = None):
         self.image_size, self.num_mask_units = image_size, num_mask_units
-        self.seed, self.flip = seed, flip
+        self.seed, self.flip, self.augment = seed, flip, augment
 
     def load(self, index: int) -> np.ndarray:  # (S, S) float32 in [0, 1]
         raise NotImplementedError
@@ -81,7 +86,9 @@ class _PretrainDataset(Dataset):
             log.warning("skipping unreadable sample %s: %s", self.describe(index), e)
             ok, image = False, self._substitute(index)
         x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None]
-        if self.flip and torch.rand((), generator=g) < 0.5:
+        if self.augment is not None:
+            x = pretrain_augment(x, self.augment, g)
+        elif self.flip and torch.rand((), generator=g) < 0.5:
             x = x.flip(-1)
         noise = torch.rand(self.num_mask_units, generator=g)
         return x, noise, ok
@@ -103,7 +110,7 @@ class ShardDataset(_PretrainDataset):
     :class:`Preprocessing` ``prepare`` applied (recorded in the manifest)."""
 
     def __init__(self, root: str | Path, num_mask_units: int = 196, seed: int = 0,
-                 flip: bool = True):
+                 flip: bool = True, augment: PretrainAugment | None = None):
         self.root = Path(root)
         manifest = read_manifest(self.root)
         if "preprocessing" in manifest:
@@ -116,7 +123,7 @@ class ShardDataset(_PretrainDataset):
         self.shards = [s for s in manifest["shards"] if s["count"] > 0]
         check_shards(self.root, self.shards)
         self.offsets = np.cumsum([0] + [s["count"] for s in self.shards]).tolist()
-        super().__init__(manifest["image_size"], num_mask_units, seed, flip)
+        super().__init__(manifest["image_size"], num_mask_units, seed, flip, augment)
         self._arrays: dict[int, np.ndarray] = {}
         self.modalities = manifest.get("counts_per_modality", {})
 
@@ -138,7 +145,8 @@ class ImageFolderDataset(_PretrainDataset):
     :class:`Preprocessing` at ``image_size``): grey, percentiles, resize, as at inference."""
 
     def __init__(self, root: str | Path, image_size: int = 224, num_mask_units: int = 196,
-                 seed: int = 0, flip: bool = True, prep: Preprocessing | None = None):
+                 seed: int = 0, flip: bool = True, prep: Preprocessing | None = None,
+                 augment: PretrainAugment | None = None):
         self.root = Path(root)
         self.prep = prep or Preprocessing(input_size=image_size)
         if self.prep.input_size != image_size:
@@ -147,7 +155,7 @@ class ImageFolderDataset(_PretrainDataset):
                             if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
         if not self.files:
             raise FileNotFoundError(f"{self.root}: no images ({', '.join(IMAGE_SUFFIXES)}) found")
-        super().__init__(image_size, num_mask_units, seed, flip)
+        super().__init__(image_size, num_mask_units, seed, flip, augment)
         self.modalities = {"unknown": len(self.files)}
 
     def __len__(self) -> int:
@@ -205,16 +213,36 @@ def check_shards(root: Path, shards: list[dict]) -> None:
                          "rerun python -m training.prepare")
 
 
-def open_dataset(data: str | Path, image_size: int, num_mask_units: int, seed: int):
+def open_dataset(data: str | Path, image_size: int, num_mask_units: int, seed: int,
+                 augment: PretrainAugment | None = None, flip: bool = True):
     """Shards if ``data`` holds a manifest, else a folder of images. The dataset's ``prep`` is
-    the preprocessing its images went through (pretraining records it in the model card)."""
+    the preprocessing its images went through (pretraining records it in the model card).
+    ``augment`` None: only a horizontal flip (when ``flip``)."""
     data = Path(data)
     if not data.exists():
         raise FileNotFoundError(f"--data {data}: no such file or directory")
     if (data / MANIFEST).is_file():
-        ds = ShardDataset(data, num_mask_units, seed)
+        ds = ShardDataset(data, num_mask_units, seed, flip, augment)
         if ds.image_size != image_size:
             raise ValueError(f"{data}: shards are {ds.image_size}px but the model takes "
                              f"{image_size}px")
         return ds
-    return ImageFolderDataset(data, image_size, num_mask_units, seed)
+    return ImageFolderDataset(data, image_size, num_mask_units, seed, flip, augment=augment)
+
+
+class IndexSubset(Dataset):
+    """``dataset`` restricted to ``indices`` (training images when some are held out for the
+    input-use check); items ``(i, epoch)`` map to ``(indices[i], epoch)``, so a sample keeps
+    the seed of its index in the full dataset."""
+
+    def __init__(self, dataset: _PretrainDataset, indices):
+        self.dataset, self.indices = dataset, [int(i) for i in indices]
+        self.prep = dataset.prep
+        self.modalities = getattr(dataset, "modalities", {})
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, item):
+        index, epoch = item if isinstance(item, tuple) else (item, 0)
+        return self.dataset[(self.indices[index], epoch)]

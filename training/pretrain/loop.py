@@ -23,8 +23,14 @@ from training.data.preprocessing import Preprocessing
 from training.models import build_model
 from training.models.masking import unit_mask_from_noise, units_to_tokens
 from training.pretrain.config import HELP, PretrainConfig, build_parser, parse_args  # noqa: F401
-from training.pretrain.data import open_dataset
-from training.pretrain.outputs import MetricsLog, _last_loss, save_samples
+from training.pretrain.data import IndexSubset, open_dataset
+from training.pretrain.outputs import (
+    MetricsLog,
+    _last_loss,
+    describe_check,
+    input_use_check,
+    save_samples,
+)
 from training.pretrain.resume import find_resume, load_state, rng_state, save_state, set_rng_state
 from training.pretrain.run_folder import RunFolderError, last_state_note, prepare_run_folder
 from training.runtime import distributed as D
@@ -44,7 +50,8 @@ def _check_resume_compatible(state: dict, cfg: PretrainConfig, model_cfg) -> Non
                 if saved.get("model_config", {}).get(k) != v}
         raise SystemExit(f"--resume: the checkpoint's model differs from this run's: "
                          f"{ {k: f'{a} -> {b}' for k, (a, b) in diff.items()} }")
-    for key in ("batch_size", "accum_steps", "seed", "epochs"):
+    for key in ("batch_size", "accum_steps", "seed", "epochs", "augment", "aug_crop_scale",
+                "aug_rotate", "aug_flip", "aug_intensity", "check_images"):
         if saved.get(key) != getattr(cfg, key):
             log.warning("resuming with %s=%s (the checkpoint used %s): the run will not be "
                         "identical to an uninterrupted one", key, getattr(cfg, key), saved.get(key))
@@ -72,8 +79,11 @@ def _pretrain(cfg: PretrainConfig, info: D.DistInfo) -> Path | None:
     model_cfg = cfg.model_config()
     unit = model_cfg.mask_unit // model_cfg.patch_size
     units_hw = (cfg.input_size // model_cfg.mask_unit,) * 2
-    dataset = open_dataset(cfg.data, cfg.input_size, units_hw[0] * units_hw[1], cfg.seed)
-    prep: Preprocessing = dataset.prep  # what prepare / the image folder applied: into the card
+    augmentation = cfg.augmentation()
+    full_dataset = open_dataset(cfg.data, cfg.input_size, units_hw[0] * units_hw[1], cfg.seed,
+                                augment=augmentation, flip=cfg.aug_flip)
+    prep: Preprocessing = full_dataset.prep  # what prepare / the image folder applied: the card
+    dataset, check_idx, held_out = _split_check(full_dataset, cfg)
     from training.pretrain.data import EpochSampler
 
     sampler = EpochSampler(len(dataset), info.rank, info.world_size, cfg.seed)
@@ -172,6 +182,23 @@ def _pretrain(cfg: PretrainConfig, info: D.DistInfo) -> Path | None:
         skipped.copy_(window["skipped"])
         n_window = int(window["steps"])
     t_last, n_last = time.perf_counter(), 0
+    check_batch = checks = last_check = None
+    if info.is_main and check_idx:
+        check_batch = _check_batch(full_dataset, check_idx, dataset, cfg, units_hw, unit, prep,
+                                   device)
+        checks = MetricsLog(out / "check.jsonl", global_step if resume_path else None)
+
+    def run_check() -> dict | None:
+        if check_batch is None:
+            return None
+        result = {"step": global_step, "held_out": held_out, "images": len(check_idx)}
+        result |= input_use_check(model, *check_batch)
+        checks.write(result)
+        (log.info if result["uses_input"] else log.warning)(
+            "input-use check at step %d (%d %s images): %s", global_step, len(check_idx),
+            "held-out" if held_out else "training", describe_check(result))
+        return result
+
     done = global_step >= total_steps
     while not done and epoch < cfg.epochs:
         sampler.set_epoch(epoch, start=step_in_epoch * cfg.batch_size)
@@ -235,6 +262,8 @@ def _pretrain(cfg: PretrainConfig, info: D.DistInfo) -> Path | None:
             if info.is_main and cfg.vis_every and global_step % cfg.vis_every == 0:
                 save_samples(out / "samples" / f"step-{global_step:09d}.png", x, mask, pred,
                              model, prep)
+            if cfg.check_every and global_step % cfg.check_every == 0:
+                last_check = run_check()
             if cfg.save_every and global_step % cfg.save_every == 0 and last_micro:
                 checkpoint()
             if cfg.kill_after_step and global_step == cfg.kill_after_step:
@@ -250,20 +279,32 @@ def _pretrain(cfg: PretrainConfig, info: D.DistInfo) -> Path | None:
         progress.close()
     exported = None
     if info.is_main:
+        if last_check is None or last_check["step"] != global_step:
+            last_check = run_check()
+        if checks is not None:
+            checks.close()
         metrics.close()
         if tb is not None:
             tb.close()
         last = _last_loss(out / "metrics.jsonl")
+        description = "VIS-MAE masked autoencoder pretrained with napari-vismae"
+        if last_check is not None and not last_check["uses_input"]:
+            description += (". WARNING: the input-use check failed; this model ignores its "
+                            "input (" + describe_check(last_check) + ")")
         exported = save_checkpoint(
             model, out / "model", overwrite=True, name=f"{cfg.model}-mae",
-            preprocessing=prep.to_dict(),
-            description="VIS-MAE masked autoencoder pretrained with napari-vismae",
+            preprocessing=prep.to_dict(), description=description,
             provenance={"pretraining": {"data": str(cfg.data), "images": len(dataset),
                                         "modalities": getattr(dataset, "modalities", {}),
                                         "epochs_completed": epoch, "steps": global_step,
                                         "global_batch": (cfg.batch_size * info.world_size
                                                          * cfg.accum_steps),
-                                        "lr": cfg.lr, "mask_ratio": cfg.mask_ratio},
+                                        "lr": cfg.lr, "mask_ratio": cfg.mask_ratio,
+                                        "mask_unit": cfg.mask_unit,
+                                        "norm_pix_loss": cfg.norm_pix_loss,
+                                        "augmentation": (augmentation.to_dict() if augmentation
+                                                         else {"flip": cfg.aug_flip}),
+                                        "input_use_check": last_check},
                         "metrics": {"final_loss": last}})
         log.info("exported pretrained weights to %s", exported)
     # Free DDP (and its gloo/NCCL hooks) before the process group is torn down.
@@ -271,6 +312,44 @@ def _pretrain(cfg: PretrainConfig, info: D.DistInfo) -> Path | None:
     gc.collect()
     D.barrier(info)
     return exported
+
+
+def _split_check(dataset, cfg: PretrainConfig):
+    """-> (training dataset, indices of the input-use check's images, held out?). The check's
+    images are a seeded pick; they leave the training set when it has >= 10x as many."""
+    n, k = len(dataset), min(cfg.check_images, len(dataset))
+    if not cfg.check_images or not k:
+        return dataset, [], False
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed + 424_242)).tolist()
+    if n >= 10 * cfg.check_images:
+        return IndexSubset(dataset, sorted(perm[k:])), perm[:k], True
+    return dataset, perm[:k], False
+
+
+def _check_batch(full_dataset, check_idx, train_dataset, cfg, units_hw, unit, prep, device):
+    """(images, fixed mask, mean training image), standardised, on ``device``; images are
+    loaded without augmentation, unreadable ones skipped."""
+    def load(indices):
+        out = []
+        for i in indices:
+            try:
+                out.append(torch.from_numpy(np.asarray(full_dataset.load(i), np.float32)))
+            except Exception:
+                continue
+        return out
+
+    imgs = load(check_idx)
+    train_idx = getattr(train_dataset, "indices", range(len(full_dataset)))
+    pick = torch.randperm(len(train_idx), generator=torch.Generator().manual_seed(cfg.seed + 1))
+    mean_src = load([train_idx[i] for i in pick[:256].tolist()])
+    if not imgs or not mean_src:
+        return None
+    x = (torch.stack(imgs)[:, None].to(device) - prep.mean) / prep.std
+    mean_image = (torch.stack(mean_src).mean(0)[None, None].to(device) - prep.mean) / prep.std
+    g = torch.Generator().manual_seed(cfg.seed + 77)
+    noise = torch.rand(len(imgs), units_hw[0] * units_hw[1], generator=g)
+    mask = units_to_tokens(unit_mask_from_noise(noise, cfg.mask_ratio), units_hw, unit)
+    return x, mask.to(device), mean_image
 
 
 def main(argv=None) -> int:
