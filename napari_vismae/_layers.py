@@ -204,10 +204,11 @@ def prediction_diff(current: np.ndarray, new: np.ndarray, slices: Sequence[int] 
     Only ``slices`` (all when None) that are not ``corrected``; never a voxel whose current
     or new value is a ``locked`` class. Pure numpy, safe to run in a worker thread.
     """
-    current, new = np.asarray(current), np.asarray(new)
+    current = np.asarray(current)
     locked = np.asarray(sorted({int(c) for c in locked}), dtype=np.int64)
     corrected = {int(i) for i in corrected}
     if current.ndim == 2:
+        new = np.asarray(new)
         if 0 in corrected:
             return (np.zeros(0, np.intp),) * 2, np.zeros(0, current.dtype)
         mask = current != new
@@ -224,7 +225,7 @@ def prediction_diff(current: np.ndarray, new: np.ndarray, slices: Sequence[int] 
         z = int(z)
         if z in corrected:
             continue
-        cur, nw = current[z], new[z]
+        cur, nw = current[z], np.asarray(new[[z]])[0]  # new[[z]]: volume-like stand-ins too
         mask = cur != nw
         if locked.size:
             mask &= ~np.isin(cur, locked) & ~np.isin(nw, locked)
@@ -277,12 +278,7 @@ def apply_prediction_diff(layer, indices: tuple[np.ndarray, ...], values: np.nda
         if on_done is not None:
             on_done(0)
         return 0
-    MODEL_WRITES.add(id(layer))
-    try:
-        with layer.block_history():
-            layer.data_setitem(indices, values)
-    finally:
-        MODEL_WRITES.discard(id(layer))
+    _write_now(layer, indices, values)
     if on_done is not None:
         on_done(n)
     return n
@@ -376,15 +372,30 @@ def is_model_write(layer) -> bool:
     return id(layer) in MODEL_WRITES
 
 
-def write_labels_undoably(layer, new: np.ndarray, slices: list[int] | None = None) -> int:
-    """Write ``new`` into ``layer`` as ONE undo step (Ctrl+Z reverts it all), honouring
-    the layer's corrected slices and locked classes. Returns the number of voxels changed.
+def write_labels_undoably(layer, new, slices: list[int] | None = None,
+                          protect: bool = False) -> int:
+    """Write ``new`` into ``layer`` as ONE undo step (Ctrl+Z reverts it all). Returns the
+    number of voxels changed.
 
-    ``slices``: only these indices along the first axis change.
+    ``slices``: only these indices along the first axis change (``new`` is then read only
+    as ``new[[z]]``). ``protect``: also keep the layer's corrected slices and locked
+    classes (what a re-segmentation must do; a restore of the user's own corrections
+    must not).
     """
-    try:
-        corrected, locked = protections(layer)
-    except (ImportError, AttributeError):
-        corrected, locked = set(), []
+    corrected, locked = protections(layer) if protect else (set(), [])
     indices, values = prediction_diff(layer.data, new, slices, corrected, locked)
+    if not protect:
+        return _write_now(layer, indices, values)
     return apply_prediction_diff(layer, indices, values)
+
+
+def _write_now(layer, indices, values) -> int:
+    if not indices[0].size:
+        return 0
+    MODEL_WRITES.add(id(layer))
+    try:
+        with layer.block_history():
+            layer.data_setitem(indices, values)
+    finally:
+        MODEL_WRITES.discard(id(layer))
+    return int(indices[0].size)

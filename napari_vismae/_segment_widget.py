@@ -94,6 +94,11 @@ class SegmentWidget(Container):
         self._locked.changed.connect(self._on_locked)
         follow_model_changes(self, self._on_models_changed)
         self.native.destroyed.connect(lambda *_: self.cancel())
+        from . import _tracking  # locks set elsewhere (the segment table) show here too
+
+        _tracking.events.changed.connect(self._on_tracking)
+        self.native.destroyed.connect(
+            lambda *_: _tracking.events.changed.disconnect(self._on_tracking, missing_ok=True))
         self._models = MODELS
         self.worker = None
         self.last_result = None
@@ -148,6 +153,10 @@ class SegmentWidget(Container):
                 self._locked.value = valid
             finally:
                 self._syncing = False
+
+    def _on_tracking(self, layer=None):
+        if layer is not None and layer is self.target_layer():
+            self._sync_locked()
 
     def _on_locked(self, value):
         from . import _tracking

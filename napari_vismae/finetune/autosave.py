@@ -80,7 +80,12 @@ class AutosaveView:
         self.checker.start()
 
     def _offer(self, found) -> None:
-        layer, saved, error = found
+        try:
+            self._offer_now(*found)
+        except RuntimeError:  # the widget was closed while the file was read
+            pass
+
+    def _offer_now(self, layer, saved, error) -> None:
         if error:
             self.last_error = error
             notify("warning", f"VIS-MAE: {error}. Nothing was restored.")

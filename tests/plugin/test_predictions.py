@@ -91,6 +91,8 @@ def test_locked_class_is_never_changed(setup, qtbot):
     free = ~was_bone & (new != 2)
     np.testing.assert_array_equal(layer.data[free], new[free])
     assert list(w._locked.value) == [2]  # the widget shows the layer's lock
+    _tracking.set_locked_classes(layer, [1, 2])  # locked elsewhere (the segment table)
+    assert list(w._locked.value) == [1, 2]
 
 
 def test_second_image_of_the_same_shape_gets_its_own_layer(setup, qtbot):

@@ -36,6 +36,7 @@ from torch import nn
 from training.data.augment import AugmentConfig, augment_batch
 from training.data.datasets import SliceDataset
 from training.data.preprocessing import Preprocessing, to_model_input
+from training.data.slice_datasets import CacheBudget, CachedDataset
 from training.finetune.losses import DiceCELoss
 from training.finetune.metrics import SegmentationMeter, classification_metrics
 from training.runtime.device import flush_denormals
@@ -70,6 +71,9 @@ class FinetuneConfig:
     val_every: int = 1  # validate every N epochs (and always after the last)
     eval_batch_size: int = 16
     log_every: int = 10  # steps between log lines (finetune wrapper)
+    # prepared (model-resolution) training and validation items kept in memory, in MiB;
+    # 0 prepares every slice at every use (see training.data.slice_datasets.CachedDataset)
+    cache_mb: float = 1024.0
 
     def __post_init__(self):
         if self.task not in ("segmentation", "classification"):
@@ -237,6 +241,10 @@ def finetune_steps(model: nn.Module, train_data: SliceDataset, val_data: SliceDa
                           stacklevel=2)
         else:
             val_data.validate(cfg.num_classes, "validation set")
+    if cfg.cache_mb > 0:  # training items first, then validation, in one budget
+        budget = CacheBudget(int(cfg.cache_mb * 2**20))
+        train_data = CachedDataset(train_data, budget)
+        val_data = CachedDataset(val_data, budget) if val_data is not None else None
     device = torch.device(cfg.device)
     flush_denormals(device)
     state = state if state is not None else TrainState()
@@ -351,7 +359,9 @@ def predict_and_score(model: nn.Module, dataset: SliceDataset, task: str,
     was_training = model.training
     model.eval()
     nc = model.num_classes
-    names_all = [dataset.load(i).name for i in range(len(dataset))] if keep_predictions or \
+    name_of = dataset.item_name if isinstance(dataset, CachedDataset) else \
+        (lambda i: dataset.load(i).name)
+    names_all = [name_of(i) for i in range(len(dataset))] if keep_predictions or \
         task == "segmentation" else None
     meter = SegmentationMeter(nc, class_names) if task == "segmentation" else None
     losses, weights, probs, labels, preds = [], [], [], [], []

@@ -54,15 +54,46 @@ class SwinUNet(SwinBackbone):
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         """Final p× patch expanding + per-pixel LayerNorm + 1×1 head -> (B, classes, H, W).
 
-        Same result as expanding to pixels first, but the norm and the head run on
-        the un-shuffled layout, so only the small logit tensor is rearranged.
+        Same result as expanding to pixels first, but only the small logit tensor is
+        rearranged; in fp32/fp64 the LayerNorm and the head are folded (``_folded_head``)
+        so that the p²-times-larger expanded tensor is read once and never normalised.
         """
         fpe = self.final_patch_expanding
         B, h, w, _ = x.shape
         s = fpe.scale
-        y = fpe.norm(fpe.expand(x).view(B, h, w, s, s, -1))  # (B, h, w, s, s, E)
-        y = F.linear(y, self.head.weight.flatten(1))  # (B, h, w, s, s, classes)
-        return y.permute(0, 5, 1, 3, 2, 4).reshape(B, -1, h * s, w * s)
+        if x.dtype in (torch.float32, torch.float64) and not torch.is_autocast_enabled(
+                x.device.type):
+            y = self._folded_head(x)  # (B, h, w, s*s, classes)
+        else:  # low precision: the plain order (LayerNorm statistics in fp32 under autocast)
+            y = fpe.norm(fpe.expand(x).view(B, h, w, s * s, -1))
+            y = F.linear(y, self.head.weight.flatten(1))
+        return y.view(B, h, w, s, s, -1).permute(0, 5, 1, 3, 2, 4).reshape(B, -1, h * s, w * s)
+
+    def _folded_head(self, x: torch.Tensor) -> torch.Tensor:
+        """head(LayerNorm(expand(x))) per sub-pixel k, without the normalised tensor:
+
+        with y_k = E_k x, LN(y)_j = g_j (y_j - μ)/σ + b_j and head W,
+        W·LN(y_k) = ((W∘g) E_k x - μ_k Σ_j (W∘g)_j) / σ_k + W b.
+        (W∘g) E_k is a (classes × C) matrix per sub-pixel, so the numerator is a small
+        matmul from x, so is μ_k; σ_k² = |y_k|²/n - μ_k², one read of y_k and no write.
+        ~1e-6 from the plain order in fp32, exact up to rounding in fp64.
+        """
+        fpe = self.final_patch_expanding
+        B, h, w, C = x.shape
+        ss = fpe.scale * fpe.scale
+        E = fpe.expand.weight  # (ss * Eo, C), sub-pixel major
+        W = self.head.weight.flatten(1)  # (K, Eo)
+        Wg = W * fpe.norm.weight  # (K, Eo)
+        K, Eo = Wg.shape
+        A = (Wg @ E.view(ss, Eo, C)).reshape(ss * K, C)  # (ss*K, C)
+        # statistics by reductions that never write a tensor the size of y (var_mean,
+        # y.square() and LayerNorm itself each cost ~10x a plain sum over y on CPU)
+        mean = F.linear(x, E.view(ss, Eo, C).mean(1)).unsqueeze(-1)  # (B, h, w, ss, 1)
+        mean_sq = torch.linalg.vector_norm(F.linear(x, E).view(B, h, w, ss, Eo), dim=-1
+                                           ).square().unsqueeze(-1) / Eo
+        var = (mean_sq - mean.square()).clamp_min(0)
+        num = F.linear(x, A).view(B, h, w, ss, K)
+        return (num - mean * Wg.sum(1)) * torch.rsqrt(var + fpe.norm.eps) + W @ fpe.norm.bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
