@@ -36,6 +36,7 @@ class ModelManagerWidget(Container):
     def __init__(self, napari_viewer: napari.viewer.Viewer | None = None):
         super().__init__(labels=False)
         self.viewer = getattr(napari_viewer, "__wrapped__", napari_viewer)
+        self.open_worker = None
         self._select = Select(choices=self._choices, label="models")
         self._card = TextEdit(value="")
         self._card.native.setReadOnly(True)
@@ -66,7 +67,9 @@ class ModelManagerWidget(Container):
         self._card.value = "\n\n".join(describe(e) for e in selected or [])
 
     def open_file(self, path) -> None:
-        from napari.utils.notifications import show_error, show_info
+        """Add a model file: read (and, for an official ``.pth``, converted) in a worker
+        thread; the result is announced when it is ready."""
+        from napari.utils.notifications import show_error
 
         if not path or str(path) in (".", ""):
             show_error("Choose a model file first (our model folder/card, or an official .pth).")
@@ -74,12 +77,31 @@ class ModelManagerWidget(Container):
         if models_loading():
             show_error("The models are still loading; try again in a moment.")
             return
-        from training.weights.checkpoint import CheckpointError
+        from napari.qt.threading import create_worker
 
-        try:
-            entry = get_store().open(path)
-        except (CheckpointError, OSError, ValueError) as e:
-            show_error(f"Cannot use {path} as a model: {e}")
+        def work():
+            from training.weights.checkpoint import CheckpointError
+
+            try:
+                return get_store().open(path), None
+            except (CheckpointError, OSError, ValueError) as e:
+                return None, e
+
+        self._open.enabled = False
+        self._problems.value = f"opening {path}…"
+        self.open_worker = create_worker(work, _progress={"total": 0,
+                                                          "desc": "VIS-MAE: opening a model"})
+        self.open_worker.returned.connect(lambda out: self._opened(path, *out))
+        self.open_worker.errored.connect(lambda e: self._opened(path, None, e))
+        self.open_worker.start()
+
+    def _opened(self, path, entry, error) -> None:
+        from napari.utils.notifications import show_error, show_info
+
+        self._open.enabled = True
+        self._problems.value = ""
+        if entry is None:
+            show_error(f"Cannot use {path} as a model: {error}")
             return
         show_info(f"Model '{entry.name}' ({entry.card.task}) is ready.")
         events.models_changed.emit()

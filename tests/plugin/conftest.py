@@ -105,7 +105,11 @@ def error_notifications():
 
 def wait_for_models(qtbot, widget, attr: str = "_model", timeout: int = 60_000):
     """Wait until ``widget``'s model list is filled (the engine loads in a worker thread)."""
-    qtbot.waitUntil(lambda: getattr(widget, attr).value is not None, timeout=timeout)
+    box = getattr(widget, attr)
+    if hasattr(box.value, "__len__"):  # a multi-select: wait for its list
+        qtbot.waitUntil(lambda: len(box.choices) > 0, timeout=timeout)
+    else:
+        qtbot.waitUntil(lambda: box.value is not None, timeout=timeout)
 
 
 def click(button) -> None:

@@ -138,7 +138,9 @@ def test_bad_model_file_is_refused_with_a_notification(make_napari_viewer, qtbot
     bad.write_bytes(b"definitely not a checkpoint")
     w._file.value = bad
     click(w._open)
-    assert error_notifications and "weights.pth" in str(error_notifications[0].message)
+    qtbot.waitUntil(lambda: bool(error_notifications), timeout=30_000)  # read off the GUI thread
+    assert "weights.pth" in str(error_notifications[0].message)
+    assert w._open.enabled
     error_notifications.clear()  # expected
     assert len(w._select.choices) == before
 
@@ -153,3 +155,8 @@ def test_model_manager_lists_and_describes(make_napari_viewer, qtbot, tiny_store
     assert "classes: 0=background, 1=organ, 2=bone" in w._card.value
     click(w._refresh)
     assert sorted(e.name for e in w._select.choices) == names
+    # a model folder opened by hand is listed and selected
+    w._file.value = tiny_store.builtin_dirs[0] / "tiny-seg" / "model_card.json"
+    click(w._open)
+    qtbot.waitUntil(lambda: w._open.enabled and bool(w._select.value), timeout=30_000)
+    assert [e.name for e in w._select.value] == ["tiny-seg"]
