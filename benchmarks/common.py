@@ -38,14 +38,18 @@ def count_flops(fn: Callable[[], object]) -> int:
 def interleaved(fns: dict[str, Callable[[], object]], device: torch.device, rounds: int = 5,
                 warmup: int = 2) -> dict[str, float]:
     """Median seconds per call of each function, alternating them round by round so that
-    machine noise (turbo, other processes) hits every contender alike."""
+    machine noise (turbo, other processes) hits every contender alike. The order flips
+    every round (ABBA): on a busy CPU whichever runs second in a round was measured up to
+    ~20 % slower (allocator / page-fault state left by the first)."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()
     sync(device)
     times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
+    names = list(fns)
+    for r in range(rounds):
+        for name in (names if r % 2 == 0 else names[::-1]):
+            fn = fns[name]
             sync(device)
             t0 = time.perf_counter()
             fn()

@@ -1,4 +1,5 @@
-"""Run every benchmark and append JSON lines to ``benchmarks/results/latest.jsonl``.
+"""Run every benchmark and append JSON lines to ``benchmarks/results/latest.jsonl``
+(the GPU figures: ``python benchmarks/bench_gpu.py``).
 
     python -m benchmarks.run [--device cuda] [--batch 2] [--rounds 5]
 """
@@ -9,7 +10,7 @@ import json
 
 import torch
 
-from . import bench_models, bench_pretrain
+from . import bench_finetune, bench_models, bench_optim, bench_pretrain
 from .common import write
 
 
@@ -17,8 +18,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--batch", type=int, default=None, help="default: 2 on CPU, 32 on GPU")
-    p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--only", nargs="*", default=None, help="subset: segmentation same mae pretrain")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved timed rounds")
+    p.add_argument("--only", nargs="*", default=None,
+                   help="subset: segmentation same mae pretrain optim finetune")
     args = p.parse_args(argv)
     device = torch.device(args.device)
     batch = args.batch or (32 if device.type == "cuda" else 2)
@@ -33,6 +35,11 @@ def main(argv=None) -> int:
         records += bench_pretrain.bench_naive_masking(device, batch, args.rounds)
         records += bench_pretrain.bench_loader(device, batch)
         records += bench_pretrain.bench_masking_at_paper_batch(device)
+    if not args.only or "optim" in args.only:
+        records += bench_optim.bench_optimizer_step(device, max(args.rounds, 7))
+    if (not args.only or "finetune" in args.only) and device.type == "cpu":
+        for source in ("array", "csv_png"):
+            records += bench_finetune.bench_finetune_cache(source=source)
     for r in records:
         print(json.dumps({k: v for k, v in r.items() if k != "env"}))
     print(f"appended to {write(records)}")

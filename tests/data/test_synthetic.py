@@ -101,3 +101,15 @@ def test_hard_phantoms_vary_more_and_keep_labels_on_their_organs():
     cls_img, cls_lab = S.make_classification_set(4, seed=1, size=48, variation="hard")
     assert cls_img.shape == (4, 48, 48) and not np.array_equal(
         cls_img, S.make_classification_set(4, seed=1, size=48)[0])
+
+
+def test_png_folder_for_pretraining(tmp_path):
+    from skimage.io import imread
+
+    assert S.main([str(tmp_path / "ph"), "--n", "3", "--seed", "2", "--size", "32"]) == 0
+    files = sorted((tmp_path / "ph").iterdir())
+    assert [f.name for f in files] == [f"phantom_2_{i:05d}.png" for i in range(3)]
+    img = imread(files[0])
+    hu, _ = S.make_slices(3, seed=2, size=32)
+    expect = (np.clip((hu[0] + 160) / 400, 0, 1) * 255).round().astype(np.uint8)
+    np.testing.assert_array_equal(img, expect)

@@ -68,3 +68,21 @@ def test_validation_studies_replace_cross_validation(ft_store, study, tmp_path):
     assert result["validation"] == "given" and result["n_val"] == 3
     assert [e["n_train"] for e in events if e["kind"] == "start"] == [3]
     assert not any(e["kind"] == "phase" and e["phase"] == "fold" for e in events)
+
+
+def test_the_child_does_not_rerun_an_unguarded_main_script(tmp_path):
+    """A napari script without ``if __name__ == '__main__'`` must not run again (a second
+    napari) in the spawned child."""
+    script = tmp_path / "user_script.py"
+    script.write_text(
+        "print('MAIN RAN', flush=True)\n"
+        "from training.interactive import finetune as job\n"
+        f"proc, conn, stop = job.start({str(tmp_path / 'no-job')!r})\n"
+        "assert conn.poll(120)\n"
+        "print(conn.recv()['kind'], flush=True)\n"
+        "proc.join(30)\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, str(script)], env=env, capture_output=True,
+                         text=True, timeout=180)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.count("MAIN RAN") == 1 and "error" in out.stdout, out.stdout

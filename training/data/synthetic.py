@@ -469,3 +469,47 @@ def write_case(seed: int, directory: str | os.PathLike, shape=(24, 128, 128),
     if dicom:
         out["dicom"] = write_dicom_series(vol, d / "dicom" / name, spacing, seed=seed)[0].parent
     return out
+
+
+def write_png_folder(directory: str | os.PathLike, n: int, seed: int = 0, size: int = 64,
+                     variation: Variation | str | None = None,
+                     window: tuple[float, float] = CT_WINDOW) -> list[Path]:
+    """``n`` phantom slices (:func:`make_slices`) as 8-bit PNGs through the CT ``window``:
+    an unlabelled image folder for ``python -m training.pretrain --data``."""
+    from skimage.io import imsave
+
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    images, _ = make_slices(n, seed, size, variation=variation)
+    lo = window[0] - window[1] / 2
+    u8 = (np.clip((images - lo) / window[1], 0, 1) * 255).round().astype(np.uint8)
+    paths = []
+    for i, img in enumerate(u8):
+        path = d / f"phantom_{seed}_{i:05d}.png"
+        with atomic_path(path, suffix=".png") as tmp:
+            imsave(tmp, img, check_contrast=False)
+        paths.append(path)
+    return paths
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m training.data.synthetic",
+                                description="Write synthetic CT phantom slices as PNGs (CT "
+                                            "window 40/400), e.g. to pretrain on.")
+    p.add_argument("out", help="folder for the PNGs")
+    p.add_argument("--n", type=int, default=800, help="number of slices (default: 800)")
+    p.add_argument("--seed", type=int, default=1, help="phantom seed: different seeds give "
+                                                       "disjoint cases (default: 1)")
+    p.add_argument("--size", type=int, default=64, help="image side in pixels (default: 64)")
+    p.add_argument("--variation", default="standard", choices=sorted(VARIATIONS),
+                   help="phantom variation (default: standard)")
+    a = p.parse_args(argv)
+    paths = write_png_folder(a.out, a.n, a.seed, a.size, a.variation)
+    print(f"wrote {len(paths)} phantoms to {a.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

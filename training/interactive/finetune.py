@@ -164,13 +164,29 @@ def start(work: str | Path):
     """Start :func:`child_main` on ``work`` in a spawned process (never forked: a fork of
     napari would copy its GL and Qt state). Returns ``(process, connection, stop_event)``."""
     import multiprocessing as mp
+    import multiprocessing.spawn as mp_spawn
 
     ctx = mp.get_context("spawn")
     ours, theirs = ctx.Pipe(duplex=False)
     stop_event = ctx.Event()
     proc = ctx.Process(target=child_main, args=(str(work), theirs, stop_event), daemon=True,
                        name="vismae-finetune")
-    proc.start()
+    # spawn normally re-runs the parent's main script in the child; a napari script without
+    # an ``if __name__ == "__main__"`` guard would open a second napari there. The child
+    # needs nothing from it (child_main lives in this importable module): leave it out.
+    prepare = mp_spawn.get_preparation_data
+
+    def without_main(name):
+        data = prepare(name)
+        data.pop("init_main_from_path", None)
+        data.pop("init_main_from_name", None)
+        return data
+
+    mp_spawn.get_preparation_data = without_main
+    try:
+        proc.start()
+    finally:
+        mp_spawn.get_preparation_data = prepare
     theirs.close()
     return proc, ours, stop_event
 
