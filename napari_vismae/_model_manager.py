@@ -1,4 +1,5 @@
-"""Model manager widget: the models available (built-in, user folder, opened files) and their cards."""
+"""Model manager widget: the models available (built-in, user folder, opened files) and
+their cards."""
 from __future__ import annotations
 
 import json
@@ -44,7 +45,8 @@ class ModelManagerWidget(Container):
         self._open = PushButton(text="Open model file…")
         self._refresh = PushButton(text="Refresh")
         self._problems = wrap(Label(value=""))
-        self.extend([self._select, self._card, self._file, self._open, self._refresh, self._problems])
+        self.extend([self._select, self._card, self._file, self._open, self._refresh,
+                     self._problems])
         self._select.changed.connect(self._show)
         self._open.changed.connect(lambda: self.open_file(self._file.value))
         self._refresh.changed.connect(self.refresh)
