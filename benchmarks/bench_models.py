@@ -64,6 +64,42 @@ def bench_same_architecture(device, batch: int, rounds: int) -> list[dict]:
     return _compare("swin_t_layout", ours, _timm_swin_t(device), device, batch, rounds)
 
 
+def _plain_head(model, x):
+    """The U-Net head in the plain order (expand, per-pixel LayerNorm, 1×1 head): the
+    reference the folded head (``SwinUNet._folded_head``) is timed against."""
+    fpe = model.final_patch_expanding
+    B, h, w, _ = x.shape
+    s = fpe.scale
+    y = torch.nn.functional.linear(fpe.norm(fpe.expand(x).view(B, h, w, s * s, -1)),
+                                   model.head.weight.flatten(1))
+    return y.view(B, h, w, s, s, -1).permute(0, 5, 1, 3, 2, 4).reshape(B, -1, h * s, w * s)
+
+
+def bench_head_fold(device, batch: int, rounds: int) -> list[dict]:
+    """The whole paper U-Net with the folded head vs the plain LayerNorm-then-head order,
+    inference and train step (forward + backward), interleaved. Ratio = plain s / folded s."""
+    torch.manual_seed(0)
+    m = build_model("segmentation", "vismae", num_classes=2).to(device)
+    x = torch.rand(batch, 3, 224, 224, device=device)
+    fold = lambda: m(x)  # noqa: E731
+    plain = lambda: _plain_head(m, m.forward_features(x))  # noqa: E731
+    m.eval()
+    with torch.no_grad():
+        t_inf = interleaved({"plain": plain, "folded": fold}, device, rounds)
+    m.train()
+    back = lambda f: (lambda: f().float().logsumexp(1).mean().backward())  # noqa: E731
+    t_tr = interleaved({"plain": back(plain), "folded": back(fold)}, device, rounds)
+    out = []
+    for kind, t in (("inference", t_inf), ("train_step", t_tr)):
+        out.append({"name": f"segmentation_{kind}_folded_vs_plain_head",
+                    "plain_s": round(t["plain"], 5), "folded_s": round(t["folded"], 5),
+                    "ratio": round(t["plain"] / t["folded"], 3),
+                    "ratio_meaning": "whole U-Net s with LayerNorm-then-head / with the "
+                                     "folded head (> 1: fold faster)",
+                    "batch": batch, "env": environment(device), "time": time.time()})
+    return out
+
+
 def _record(name, t, flops, batch, device) -> dict:
     per_flop = {k: t[k] / flops[k] for k in t}
     return {"name": name, "ours": round(t["ours"], 5), "peer": round(t["peer"], 5),

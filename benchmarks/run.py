@@ -27,6 +27,7 @@ def main(argv=None) -> int:
     records = []
     if not args.only or "segmentation" in args.only:
         records += bench_models.bench_segmentation(device, batch, args.rounds)
+        records += bench_models.bench_head_fold(device, batch, args.rounds)
     if not args.only or "same" in args.only:
         records += bench_models.bench_same_architecture(device, batch, args.rounds)
     if not args.only or "mae" in args.only:

@@ -32,3 +32,18 @@ def test_bench_gpu_help_and_peak_table():
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_gpu.py"), "--help"],
                          capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert out.returncode == 0 and "torch.compile" in out.stdout
+
+
+def test_bench_gpu_code_paths_run_on_cpu():
+    """Every measurement of the script (engine slices, MAE bf16 steps, FLOP count) runs once."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_gpu.py"),
+                          "--cpu-smoke"], env=env, capture_output=True, text=True,
+                         timeout=300, cwd=ROOT)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    line = [x for x in out.stdout.splitlines() if x.startswith("{")]
+    assert line, out.stdout
+    import json
+    rec = json.loads(line[0])
+    assert rec["slice_latency_s"] > 0 and rec["ct2_s"] > 0 and rec["images_per_s"] > 0
+    assert rec["tflop_per_step"] > 0
