@@ -130,7 +130,7 @@ def test_nifti_in_ras_and_lps_show_the_same_picture(tmp_path):
     ],
 )
 def test_every_plane_is_shown_radiologically(tmp_path, row_dir, col_dir, plane, letters):
-    gt = make_series(tmp_path / "s", n=5, rows=12, cols=9, row_dir=row_dir, col_dir=col_dir)
+    make_series(tmp_path / "s", n=5, rows=12, cols=9, row_dir=row_dir, col_dir=col_dir)
     v = read_image(tmp_path / "s")[0]
     info = v.metadata["orientation"]
     assert info["plane"] == plane and info["oblique_deg"] == 0
