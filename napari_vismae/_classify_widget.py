@@ -37,7 +37,8 @@ class ClassifyWidget(Container):
         self._image = create_widget(annotation="napari.layers.Image", label="image")
         self._model = ComboBox(label="model", choices=model_choices("classification"))
         self._scope = ComboBox(label="scope", choices=SCOPES, value="whole study")
-        self._device = ComboBox(label="device", choices=("auto", "cpu", "cuda", "mps"), value="auto")
+        self._device = ComboBox(label="device", choices=("auto", "cpu", "cuda", "mps"),
+                                value="auto")
         self._run = PushButton(text="Classify")
         self._cancel = PushButton(text="Cancel", enabled=False)
         self._progress = ProgressBar(label="progress", value=0, max=1, visible=False)
@@ -88,7 +89,8 @@ class ClassifyWidget(Container):
         self._started = time.perf_counter()
         self.worker = start_worker(
             self._models, entry, "classify", data,
-            dict(slices=slices, modality=modality, window=window, batch_size=16), self._device.value,
+            dict(slices=slices, modality=modality, window=window, batch_size=16),
+            self._device.value,
             total=batches, desc=f"VIS-MAE classify ({entry.name})",
             on_progress=lambda p: setattr(self._progress, "value", min(-(-p.done // 16), batches)),
             on_result=lambda r: self._on_result(r, entry), on_error=self._on_error,

@@ -122,7 +122,8 @@ def set_store(store: ModelStore) -> None:
 def follow_model_changes(widget, callback) -> None:
     """Call ``callback`` when models change, until ``widget``'s Qt object is destroyed."""
     events.models_changed.connect(callback)
-    widget.native.destroyed.connect(lambda *_: events.models_changed.disconnect(callback, missing_ok=True))
+    widget.native.destroyed.connect(
+        lambda *_: events.models_changed.disconnect(callback, missing_ok=True))
 
 
 def is_active_version(entry: ModelEntry) -> bool:

@@ -124,7 +124,8 @@ def _load_synthetic():
     truth = {"name": "ground truth", "scale": kwargs["scale"], "translate": kwargs["translate"],
              "units": kwargs.get("units"), "axis_labels": kwargs.get("axis_labels"),
              "metadata": {**kwargs["metadata"], "class_names": [c["name"] for c in CLASSES]},
-             "features": {"index": [c["index"] for c in CLASSES], "name": [c["name"] for c in CLASSES]},
+             "features": {"index": [c["index"] for c in CLASSES],
+                          "name": [c["name"] for c in CLASSES]},
              "colormap": DirectLabelColormap(color_dict=colors), "opacity": 0.4}
     return [(data, kwargs, kind), (labels, truth, "labels")]
 

@@ -35,7 +35,8 @@ def sh(*args: str) -> None:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--work", type=Path, default=REPO / "build" / "builtin")
     p.add_argument("--quick", action="store_true", help="tiny run to check the pipeline")
     p.add_argument("--threads", type=int, default=2)

@@ -164,7 +164,8 @@ class CorrectionSet:
         if self.task == "classification":
             targets = [self.tags[i] for i in idx]
         else:
-            targets = [self._slice(self.labels, i).astype(np.int64) for i in idx]
+            # as stored: the dataset rounds integral floats and refuses fractional ones
+            targets = [np.asarray(self._slice(self.labels, i)) for i in idx]
         names = [f"{key_digest(self.key)}[z={self._study_index(i)}]" for i in idx]
         return ArrayDataset(images, targets, task=self.task, prep=prep,
                             modality=modality or self.modality, window=window or self.window,

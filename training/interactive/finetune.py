@@ -32,11 +32,16 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import numpy as np
+from training.runtime.threads import configure_threads
 
-from training.interactive.autosave import read_saved
-from training.interactive.corrections import CorrectionError, CorrectionSet
-from training.runtime.atomic import atomic_path, atomic_write_text
+if __name__ == "__main__":  # the CLI: passive OpenMP waiting and threads before torch loads
+    configure_threads(argv=sys.argv[1:])
+
+import numpy as np  # noqa: E402
+
+from training.interactive.autosave import read_saved  # noqa: E402
+from training.interactive.corrections import CorrectionError, CorrectionSet  # noqa: E402
+from training.runtime.atomic import atomic_path, atomic_write_text  # noqa: E402
 
 
 def write_job(work: str | Path, base: str | Path, versions_root: str | Path, config: dict,
@@ -196,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
                                 description=__doc__.split("\n\n")[0],
                                 epilog="Stop with Ctrl+C or by creating DIR/stop.")
     p.add_argument("--work", required=True, type=Path, help="the job folder (job.json)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads (default: the CPUs this process may use)")
     args = p.parse_args(argv)
     if not (args.work / "job.json").is_file():
         p.error(f"{args.work / 'job.json'} does not exist")

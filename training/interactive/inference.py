@@ -124,8 +124,9 @@ def _foreground_entropy(logits: torch.Tensor) -> torch.Tensor:
                        entropy.mean((1, 2)))
 
 
-def classify_steps(model, card: ModelCard, image: np.ndarray, *, slices: Sequence[int] | None = None,
-                   modality: str | None = None, window: tuple[float, float] | None = None,
+def classify_steps(model, card: ModelCard, image: np.ndarray, *,
+                   slices: Sequence[int] | None = None, modality: str | None = None,
+                   window: tuple[float, float] | None = None,
                    batch_size: int = 16, device: str | torch.device = "cpu", precision: str = "auto"
                    ) -> Generator[Progress, None, ClassificationResult]:
     """Class probabilities per slice of ``image``; yields :class:`Progress` per batch."""

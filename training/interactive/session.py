@@ -352,7 +352,8 @@ def session_steps(base: ModelEntry, sets: Sequence[CorrectionSet], cfg: SessionC
     fold_slices = [[i for _, i in f] for f in folds]
     new_card = ModelCard(
         name=card.name, task=task, architecture=card.architecture, num_classes=nc,
-        classes=card.classes, preprocessing=card.preprocessing, description=(
+        classes=card.classes, preprocessing=card.preprocessing, domain=dict(card.domain),
+        description=(
             f"{card.name} fine-tuned on {len(all_data)} corrected slice(s) ({cfg.mode} mode, "
             f"{total} steps); {summary}"),
         provenance={
