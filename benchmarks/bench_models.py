@@ -47,16 +47,18 @@ def _compare(name: str, ours, peer, device, batch: int, rounds: int) -> list[dic
     return records
 
 
-def _timm_swin_t(device):
-    return timm.create_model("swin_tiny_patch4_window7_224", pretrained=False,
-                             num_classes=2).to(device)
+def _timm_swin_t(device, drop_path_rate: float = 0.0):
+    """timm's Swin-T, with our models' stochastic depth so train steps do the same work."""
+    return timm.create_model("swin_tiny_patch4_window7_224", pretrained=False, num_classes=2,
+                             drop_path_rate=drop_path_rate).to(device)
 
 
 def bench_segmentation(device, batch: int, rounds: int) -> list[dict]:
     """Our U-Net (paper layout) vs timm's Swin-T classifier, FLOP-normalised."""
     torch.manual_seed(0)
     ours = build_model("segmentation", "vismae", num_classes=2).to(device)
-    return _compare("segmentation", ours, _timm_swin_t(device), device, batch, rounds)
+    return _compare("segmentation", ours, _timm_swin_t(device, ours.cfg.drop_path_rate), device,
+                    batch, rounds)
 
 
 def bench_same_architecture(device, batch: int, rounds: int) -> list[dict]:
@@ -64,7 +66,8 @@ def bench_same_architecture(device, batch: int, rounds: int) -> list[dict]:
     so this ratio isolates kernel efficiency from architecture."""
     torch.manual_seed(0)
     ours = build_model("classification", "vismae", num_classes=2, depths=(2, 2, 6, 2)).to(device)
-    return _compare("swin_t_layout", ours, _timm_swin_t(device), device, batch, rounds)
+    return _compare("swin_t_layout", ours, _timm_swin_t(device, ours.cfg.drop_path_rate), device,
+                    batch, rounds)
 
 
 def _plain_head(model, x):
