@@ -36,12 +36,15 @@ def count_flops(fn: Callable[[], object]) -> int:
 
 
 def interleaved(fns: dict[str, Callable[[], object]], device: torch.device, rounds: int = 5,
-                warmup: int = 2, raw: bool = False) -> dict[str, float] | dict[str, list]:
+                warmup: int = 2, raw: bool = False, cpu: dict | None = None
+                ) -> dict[str, float] | dict[str, list]:
     """Median seconds per call of each function, alternating them round by round so that
     machine noise (turbo, other processes) hits every contender alike. The order flips
     every round (ABBA): on a busy CPU whichever runs second in a round was measured up to
     ~20 % slower (allocator / page-fault state left by the first). ``raw``: every round's
-    seconds instead of the medians (for paired ratios, :func:`paired_ratio`)."""
+    seconds instead of the medians (for paired ratios, :func:`paired_ratio`). ``cpu``: a
+    dict filled with every round's CPU seconds of this process (all its threads), which
+    other jobs on a shared machine barely change."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()
@@ -52,10 +55,12 @@ def interleaved(fns: dict[str, Callable[[], object]], device: torch.device, roun
         for name in (names if r % 2 == 0 else names[::-1]):
             fn = fns[name]
             sync(device)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             fn()
             sync(device)
             times[name].append(time.perf_counter() - t0)
+            if cpu is not None:
+                cpu.setdefault(name, []).append(time.process_time() - c0)
     if raw:
         return times
     return {k: statistics.median(v) for k, v in times.items()}
