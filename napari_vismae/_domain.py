@@ -27,13 +27,29 @@ def image_domain(layer) -> tuple[str | None, str | None]:
     return modality, body
 
 
+def fit_height(label: Label) -> None:
+    """Reserve the height a word-wrapped label needs (in a form layout a wrapped QLabel
+    otherwise gets about one line and the rest of its text is cut off)."""
+    from qtpy.QtCore import QRect, Qt
+
+    native = label.native
+    width = max(native.width(), 240) - 8
+    rect = native.fontMetrics().boundingRect(QRect(0, 0, width, 10_000),
+                                             int(Qt.TextFlag.TextWordWrap), str(label.value))
+    native.setMinimumHeight(rect.height() + 6)
+
+
 class DomainGuard:
     """A warning label + an "apply anyway" checkbox, shown only on a domain mismatch."""
 
     def __init__(self):
         self.label = Label(value="", visible=False)
+        from qtpy.QtWidgets import QSizePolicy
+
         self.label.native.setWordWrap(True)
         self.label.native.setMinimumWidth(50)
+        self.label.native.setSizePolicy(QSizePolicy.Policy.Expanding,
+                                        QSizePolicy.Policy.Preferred)
         self.label.native.setStyleSheet(WARN_STYLE)
         self.accept = CheckBox(text="apply anyway", value=False, visible=False)
         self.reason: str | None = None
@@ -52,8 +68,9 @@ class DomainGuard:
             self.accept.value = False
         self.reason = reason
         if reason:
-            self.label.value = (f"⚠ Outside this model's domain: {reason}. Its output is not "
-                                "meaningful here. Tick 'apply anyway' to run it regardless.")
+            self.label.value = (f"⚠ Outside this model's domain: {reason}; its output means "
+                                "nothing here. Tick 'apply anyway' to run it regardless.")
+            fit_height(self.label)
         self.label.visible = self.accept.visible = bool(reason)
 
     def blocks(self) -> bool:

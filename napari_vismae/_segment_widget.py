@@ -24,7 +24,7 @@ from magicgui.widgets import (
     create_widget,
 )
 
-from ._domain import DomainGuard
+from ._domain import DomainGuard, fit_height
 from ._layers import (
     apply_prediction_diff,
     current_slice,
@@ -58,6 +58,7 @@ def wrap(label: Label) -> Label:
     label.native.setWordWrap(True)
     label.native.setMinimumWidth(50)
     label.native.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+    label.changed.connect(lambda *_: fit_height(label))
     return label
 
 

@@ -112,3 +112,22 @@ def test_chance_level_classifier_gives_no_decision(
     _wait_result(qtbot, w, None)
     text = w._decision.value
     assert "no decision" in text and "no better than chance" in text and "OOD score" in text
+
+
+def test_body_region_from_the_dicom_header_is_checked(make_napari_viewer, qtbot, builtin_store,
+                                                       error_notifications):  # noqa: F811
+    from pydicom.data import get_testdata_file
+
+    from napari_vismae._domain import image_domain
+
+    path = get_testdata_file("J2K_pixelrep_mismatch.dcm")  # a real head CT (BodyPartExamined)
+    if path is None:
+        pytest.skip("pydicom-data is not installed")
+    viewer = make_napari_viewer()
+    image = _add(viewer, path)
+    assert image_domain(image) == ("CT", "HEAD")
+    w = _widget(viewer, qtbot, SegmentWidget, "abdomen-organs")
+    assert shown(w._guard.label) and "head" in w._guard.label.value
+    assert "abdomen" in w._guard.label.value and "the image is" not in w._guard.label.value
+    click(w._run)
+    assert w.worker is None and "not run" in w._status.value
