@@ -33,7 +33,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from training.models.blocks import EncoderStage, SwinBlock, window_partition, window_reverse
+from training.models.blocks import EncoderStage, SwinBlock, window_partition
 
 
 def check_fast_compatible(cfg, grid_hw: tuple[int, int]) -> None:
@@ -75,21 +75,40 @@ def _gather(grid: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     return grid.gather(1, ids.unsqueeze(-1).expand(-1, -1, grid.shape[-1]))
 
 
+_WINDOW_ORDER: dict = {}
+
+
+def _window_order(H: int, W: int, ws: int, shift: int, device) -> torch.Tensor:
+    """(H*W,) position in the (rolled, window-partitioned) order of each row-major token.
+
+    Scattering straight into that order, and gathering straight out of it, replaces the
+    roll / window partition / window reverse / roll copies of the dense block.
+    """
+    key = (H, W, ws, shift, str(device))
+    if key not in _WINDOW_ORDER:
+        pos = torch.arange(H * W, device=device).view(1, H, W, 1)
+        if shift:
+            pos = torch.roll(pos, shifts=(-shift, -shift), dims=(1, 2))
+        order = window_partition(pos, ws).reshape(-1)  # window slot -> token
+        inv = torch.empty_like(order)
+        inv[order] = torch.arange(H * W, device=device)
+        _WINDOW_ORDER[key] = inv
+    return _WINDOW_ORDER[key]
+
+
 def _block(blk: SwinBlock, x: torch.Tensor, ids: torch.Tensor, H: int, W: int) -> torch.Tensor:
     """One Swin block on x = (B, K+1, C): K active tokens, then the mask stream."""
     attn = blk.attn
     B, _, C = x.shape
     heads, ws, shift = attn.num_heads, blk.window_size, blk.shift_size
     qkv = attn.qkv(blk.norm1(x))  # (B, K+1, 3C): the only token-wise work, on K+1 tokens
-    grid = _to_grid(qkv, ids, H * W).view(B, H, W, 3 * C)
-    mask = None
-    if shift:
-        grid = torch.roll(grid, shifts=(-shift, -shift), dims=(1, 2))
-        mask = blk._shift_mask(H, W, grid.device)
-    win = window_partition(grid, ws)  # (B*nW, N, 3C)
-    Bw, N, _ = win.shape
+    slots = _window_order(H, W, ws, shift, x.device)[ids]  # (B, K) window slots
+    N = ws * ws
+    win = _to_grid(qkv, slots, H * W).view(-1, N, 3 * C)  # (B*nW, N, 3C)
+    Bw = win.shape[0]
     q, k, v = win.view(Bw, N, 3, heads, C // heads).permute(2, 0, 3, 1, 4).unbind(0)
     bias = attn.position_bias()
+    mask = blk._shift_mask(H, W, x.device) if shift else None
     if mask is not None:
         bias = bias[None] + mask[:, None].to(bias.dtype)
     bias = bias.to(q.dtype)
@@ -99,12 +118,9 @@ def _block(blk: SwinBlock, x: torch.Tensor, ids: torch.Tensor, H: int, W: int) -
         if mask is not None:
             q, k, v = (t.view(-1, *bias.shape[:2], *t.shape[2:]) for t in (q, k, v))
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
-    out = out.reshape(Bw, heads, N, -1).transpose(1, 2).reshape(Bw, N, C)
-    out = window_reverse(out, ws, H, W)
-    if shift:
-        out = torch.roll(out, shifts=(shift, shift), dims=(1, 2))
+    out = out.reshape(Bw, heads, N, -1).transpose(1, 2).reshape(B, H * W, C)
     # Attention over identical tokens returns their value: the stream's output is its v.
-    out = torch.cat([_gather(out.reshape(B, H * W, C), ids), qkv[:, -1:, 2 * C:]], 1)
+    out = torch.cat([_gather(out, slots), qkv[:, -1:, 2 * C:]], 1)
     x = x + blk.drop_path(attn.proj(out))
     return x + blk.drop_path(blk.mlp(blk.norm2(x)))
 
