@@ -131,7 +131,7 @@ HELP = {
                "process may use); OpenMP waits passively unless $OMP_WAIT_POLICY is set",
     "compile": "torch.compile the model",
     "fast": "fast pretraining: the encoder computes only the tokens that see visible pixels "
-            "(~1.6x faster steps on CPU at mask ratio 0.75); masked tokens share one state and "
+            "(~1.4x faster steps on CPU at mask ratio 0.75); masked tokens share one state and "
             "are not updated from visible neighbours, unlike the official (default) mode. "
             "Same weights: the model fine-tunes and loads unchanged",
     "resume": "'auto' (newest state in OUTPUT/checkpoints), a step-*.pt file, or a run folder",
