@@ -36,11 +36,15 @@ def count_flops(fn: Callable[[], object]) -> int:
 
 
 def interleaved(fns: dict[str, Callable[[], object]], device: torch.device, rounds: int = 5,
-                warmup: int = 2) -> dict[str, float]:
+                warmup: int = 2, raw: bool = False, cpu: dict | None = None
+                ) -> dict[str, float] | dict[str, list]:
     """Median seconds per call of each function, alternating them round by round so that
     machine noise (turbo, other processes) hits every contender alike. The order flips
     every round (ABBA): on a busy CPU whichever runs second in a round was measured up to
-    ~20 % slower (allocator / page-fault state left by the first)."""
+    ~20 % slower (allocator / page-fault state left by the first). ``raw``: every round's
+    seconds instead of the medians (for paired ratios, :func:`paired_ratio`). ``cpu``: a
+    dict filled with every round's CPU seconds of this process (all its threads), which
+    other jobs on a shared machine barely change."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()
@@ -51,11 +55,21 @@ def interleaved(fns: dict[str, Callable[[], object]], device: torch.device, roun
         for name in (names if r % 2 == 0 else names[::-1]):
             fn = fns[name]
             sync(device)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             fn()
             sync(device)
             times[name].append(time.perf_counter() - t0)
+            if cpu is not None:
+                cpu.setdefault(name, []).append(time.process_time() - c0)
+    if raw:
+        return times
     return {k: statistics.median(v) for k, v in times.items()}
+
+
+def paired_ratio(a: list[float], b: list[float]) -> float:
+    """Median over rounds of a_i / b_i: calls of one round ran back to back, so a load
+    change between rounds (other jobs on a shared CPU) cancels, unlike in a ratio of medians."""
+    return statistics.median(x / y for x, y in zip(a, b, strict=True))
 
 
 def write(records: list[dict], name: str = "latest.jsonl") -> Path:

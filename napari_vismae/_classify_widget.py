@@ -19,6 +19,7 @@ from magicgui.widgets import (
     create_widget,
 )
 
+from ._domain import WARN_STYLE, DomainGuard
 from ._layers import current_slice, image_array, modality_and_window, unwrap
 from ._models import follow_model_changes, model_choices, models_loading
 from ._segment_widget import wrap
@@ -44,8 +45,15 @@ class ClassifyWidget(Container):
         self._progress = ProgressBar(label="progress", value=0, max=1, visible=False)
         self.table = Table(value={"class": [], "probability": []}, label="result")
         self._decision = wrap(Label(value=""))
-        self.extend([self._image, self._model, self._scope, self._device, self._run, self._cancel,
-                     self._progress, self.table, self._decision])
+        self._guard = DomainGuard()
+        # a classifier whose card says it is no better than chance is labelled so
+        self._chance = wrap(Label(value="", visible=False))
+        self._chance.native.setStyleSheet(WARN_STYLE)
+        self.extend([self._image, self._model, self._scope, self._device, self._chance,
+                     *self._guard.widgets, self._run, self._cancel, self._progress, self.table,
+                     self._decision])
+        self._image.changed.connect(self._check_model)
+        self._model.changed.connect(self._check_model)
         self._run.changed.connect(self.run)
         self._cancel.changed.connect(self.cancel)
         follow_model_changes(self, self._on_models_changed)
@@ -56,6 +64,19 @@ class ClassifyWidget(Container):
         self.last_result = None
         self.reset_choices()
         self._on_models_changed()
+
+    def reset_choices(self, *_):
+        super().reset_choices()
+        if hasattr(self, "_guard"):
+            self._check_model()
+
+    def _check_model(self, *_):
+        """Domain guard and the chance label for the current image and model."""
+        entry = self._model.value
+        self._guard.update(self._image.value, entry)
+        warning = entry.card.chance_warning() if entry is not None else None
+        self._chance.value = f"⚠ NO BETTER THAN CHANCE: {warning}" if warning else ""
+        self._chance.visible = bool(warning)
 
     def _on_models_changed(self, *_):
         self.reset_choices()
@@ -73,6 +94,11 @@ class ClassifyWidget(Container):
         if layer is None or entry is None:
             show_error("The models are still loading; try again in a moment." if models_loading()
                        else "Choose an image layer and a classification model first.")
+            return
+        self._check_model()
+        if self._guard.blocks():
+            self._decision.value = ("not run: the image is outside the model's domain (see the "
+                                    "warning above); tick 'apply anyway' to run it regardless")
             return
         try:
             data = image_array(layer)
@@ -115,8 +141,16 @@ class ClassifyWidget(Container):
         names = entry.card.class_names
         probs = result.aggregate()
         self.table.value = {"class": names, "probability": [f"{p:.3f}" for p in probs]}
+        from training.interactive.ood import summary
+
         what = "slice" if len(result.slices) == 1 else f"study ({len(result.slices)} slices, mean)"
-        self._decision.value = f"{what}: {names[int(np.argmax(probs))]} ({probs.max():.2f})"
+        top = f"{names[int(np.argmax(probs))]} ({probs.max():.2f})"
+        if entry.card.chance_warning():
+            self._decision.value = (f"{what}: no decision — this model is no better than chance "
+                                    f"on its validation data (highest probability: {top}). "
+                                    f"{summary(result.ood)}")
+        else:
+            self._decision.value = f"{what}: {top}. {summary(result.ood)}"
         if len(result.slices) > 1:
             self._plot(result, names)
 

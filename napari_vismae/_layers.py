@@ -143,6 +143,20 @@ def _free_name(viewer, name: str) -> str:
     return f"{name} [{n}]"
 
 
+def aligned_with(image_layer) -> dict:
+    """``add_labels``/``add_image`` keyword arguments that put a layer on ``image_layer``'s
+    grid: scale, translate, affine and the same units and axis labels (so that napari
+    never warns about inconsistent units across layers)."""
+    image_layer = unwrap(image_layer)
+    kwargs = {"scale": image_layer.scale, "translate": image_layer.translate,
+              "affine": image_layer.affine}
+    for attr in ("units", "axis_labels"):
+        value = getattr(image_layer, attr, None)
+        if value is not None:
+            kwargs[attr] = value
+    return kwargs
+
+
 def new_prediction_layer(viewer: napari.Viewer, image_layer, card: ModelCard, lineage: str,
                          data: np.ndarray):
     """Add a prediction Labels layer holding ``data`` (no undo history: undo = remove it),
@@ -162,18 +176,12 @@ def new_prediction_layer(viewer: napari.Viewer, image_layer, card: ModelCard, li
                             "model": card.name, "class_names": list(card.class_names)}})
     features = {"index": [c["index"] for c in card.classes],
                 "name": [c["name"] for c in card.classes]}
-    kwargs = {}
-    for attr in ("units", "axis_labels"):
-        value = getattr(image_layer, attr, None)
-        if value is not None:
-            kwargs[attr] = value
     data = np.asarray(data)
     if data.dtype != np.uint8 and data.size and int(data.max()) < 256:
         data = data.astype(np.uint8)
-    layer = viewer.add_labels(data, name=name, scale=image_layer.scale,
-                              translate=image_layer.translate, affine=image_layer.affine,
-                              metadata=meta, features=features, colormap=labels_colormap(card),
-                              opacity=0.5, **kwargs)
+    layer = viewer.add_labels(data, name=name, metadata=meta, features=features,
+                              colormap=labels_colormap(card), opacity=0.5,
+                              **aligned_with(image_layer))
     _tracking.track(layer)
     _follow_renames(viewer, image_layer)
     return layer

@@ -2,7 +2,11 @@
 
 Layers are placed in millimetres: ``scale`` is the voxel size and ``translate`` the
 position of the first voxel in the volume's own (slice, row, column) frame, so that
-series sharing an orientation line up. The true (slice, row, column) → LPS affine
+series sharing an orientation line up. The arrays come in the radiological display
+layout of their plane (:mod:`training.io.volume`: axial anterior up, patient right on
+the left), and the viewer gets orientation letters on the canvas edges
+(:mod:`napari_vismae._orientation`); ``metadata["orientation"]`` says what was flipped
+or swapped (and how oblique the acquisition is). The true (slice, row, column) → LPS affine
 is kept in ``layer.metadata["affine"]`` (and NIfTI headers in
 ``metadata["nifti"]``) for the writers. Unreadable input never raises into napari:
 the reason is shown as a notification.
@@ -133,4 +137,8 @@ def read_layers(path: str | Sequence[str]) -> list[tuple]:
     report = volumes.report
     if report.skipped or report.warnings:
         _notify("warning", report.summary())
+    if any(v.metadata.get("orientation") for v in volumes):
+        from . import _orientation
+
+        _orientation.install_in_current_viewer()  # R/L, A/P, S/I on the canvas edges
     return [volume_to_layer_data(v) for v in volumes]

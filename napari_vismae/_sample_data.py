@@ -132,7 +132,11 @@ def _load_synthetic():
 
 def synthetic_ct():
     """The synthetic abdominal CT series (read as DICOM) and its ground-truth labels."""
-    return _responsively(_load_synthetic)
+    layers = _responsively(_load_synthetic)
+    from . import _orientation
+
+    _orientation.install_in_current_viewer()  # read in a worker thread: install here
+    return layers
 
 
 def _pydicom_file(name: str):

@@ -24,6 +24,7 @@ from magicgui.widgets import (
     create_widget,
 )
 
+from ._domain import DomainGuard, fit_height
 from ._layers import (
     apply_prediction_diff,
     current_slice,
@@ -57,6 +58,7 @@ def wrap(label: Label) -> Label:
     label.native.setWordWrap(True)
     label.native.setMinimumWidth(50)
     label.native.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+    label.changed.connect(lambda *_: fit_height(label))
     return label
 
 
@@ -83,13 +85,16 @@ class SegmentWidget(Container):
         self._cancel = PushButton(text="Cancel", enabled=False)
         self._progress = ProgressBar(label="progress", value=0, max=1, visible=False)
         self._status = wrap(Label(value=""))
+        self._guard = DomainGuard()
         self.extend([self._image, self._model, self._scope, self._first, self._last, self._device,
-                     self._precision, self._batch, self._locked, self._uncertainty, self._run,
-                     self._cancel, self._progress, self._status])
+                     self._precision, self._batch, self._locked, self._uncertainty,
+                     *self._guard.widgets, self._run, self._cancel, self._progress,
+                     self._status])
         self._scope.changed.connect(self._on_scope)
         self._run.changed.connect(self.run)
         self._cancel.changed.connect(self.cancel)
         self._image.changed.connect(self._sync_locked)
+        self._image.changed.connect(self._check_domain)
         self._model.changed.connect(self._on_model)
         self._locked.changed.connect(self._on_locked)
         follow_model_changes(self, self._on_models_changed)
@@ -139,6 +144,10 @@ class SegmentWidget(Container):
     def _on_model(self, *_):
         self._locked.reset_choices()
         self._sync_locked()
+        self._check_domain()
+
+    def _check_domain(self, *_):
+        self._guard.update(unwrap(self._image.value), self._model.value)
 
     def _sync_locked(self, *_):
         """Show the target layer's locked classes."""
@@ -171,6 +180,7 @@ class SegmentWidget(Container):
         super().reset_choices()
         if hasattr(self, "_syncing"):
             self._sync_locked()
+            self._check_domain()
 
     def _slices(self, layer, n: int) -> list[int] | None:
         scope = self._scope.value
@@ -196,6 +206,11 @@ class SegmentWidget(Container):
         if layer is None or entry is None:
             show_error("The models are still loading; try again in a moment." if models_loading()
                        else "Choose an image layer and a segmentation model first.")
+            return
+        self._check_domain()
+        if self._guard.blocks():
+            self._status.value = ("not run: the image is outside the model's domain (see the "
+                                  "warning above); tick 'apply anyway' to run it regardless")
             return
         try:
             data = image_array(layer)
@@ -284,8 +299,11 @@ class SegmentWidget(Container):
             protected = f"; kept {len(corrected)} corrected slice(s){lock}"
         what = ("new layer" if changed is None else f"{changed} voxels changed in")
         undo = "delete the layer to undo" if changed is None else "Ctrl+Z undoes"
+        from training.interactive.ood import summary
+
         self._status.value = (f"{len(result.slices)} slice(s) in {dt:.1f} s with {card.name}; "
-                              f"{what} '{target.name}' ({undo}){protected}")
+                              f"{what} '{target.name}' ({undo}){protected}. "
+                              f"{summary(result.ood)}")
         self._sync_locked()
 
     def _add_uncertainty(self, layer, full, card) -> None:

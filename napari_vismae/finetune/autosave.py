@@ -12,7 +12,7 @@ from training.interactive.autosave import Autosave, AutosaveError, work_dir_for
 from training.interactive.corrections import CorrectionError
 
 from .. import _tracking
-from .._layers import apply_prediction_diff, prediction_diff
+from .._layers import aligned_with, apply_prediction_diff, prediction_diff
 from .._models import get_store
 from .common import notify
 from .study import TAGS, key_of, tags_of
@@ -140,11 +140,7 @@ class AutosaveView:
                           "slice(s)")
 
     def _new_layer(self, img, shape):
-        viewer = self.w.viewer
-        lab = viewer.add_labels(np.zeros(shape, np.uint8), name=f"{img.name} corrections",
-                                scale=img.scale, translate=img.translate, affine=img.affine,
-                                opacity=0.5, metadata={"vismae": {
-                                    "role": "corrections", "source_image": img.name}})
+        lab = new_corrections_layer(self.w.viewer, img, shape)
         self.w.study.labels.reset_choices()
         self.w.study.labels.value = lab
         return lab
@@ -155,3 +151,11 @@ class AutosaveView:
         except RuntimeError:  # already deleted with the widget
             pass
         self.pool.shutdown(wait=True)  # let a save in progress finish (it is atomic anyway)
+
+
+def new_corrections_layer(viewer, img, shape):
+    """An empty corrections Labels layer aligned with ``img`` (geometry and units)."""
+    return viewer.add_labels(np.zeros(shape, np.uint8), name=f"{img.name} corrections",
+                             opacity=0.5, metadata={"vismae": {
+                                 "role": "corrections", "source_image": img.name}},
+                             **aligned_with(img))

@@ -11,6 +11,7 @@ from pydicom.pixels import apply_modality_lut
 
 from training.io import ImageReadError, MissingDecoderError, read_image
 from training.io import dicom as dcm
+from training.io.volume import to_source_grid
 
 from .factory import make_series, stored_values
 
@@ -158,13 +159,20 @@ def test_enhanced_ct_per_frame_groups():
     arr = ds.pixel_array
     pvt = shared.PixelValueTransformationSequence[0]
     expect = arr[order].astype(np.float64) * float(pvt.RescaleSlope) + float(pvt.RescaleIntercept)
-    np.testing.assert_array_equal(v.array, expect)
+    # shown in the display layout; on the source grid: the frames sorted along the normal
+    np.testing.assert_array_equal(to_source_grid(v.array, v.metadata["orientation"]), expect)
     ps = [float(x) for x in shared.PixelMeasuresSequence[0].PixelSpacing]
     np.testing.assert_allclose(v.spacing, (abs(np.diff(pos @ normal)[0]), ps[0], ps[1]))
-    np.testing.assert_allclose(v.origin, pos[order[0]])
-    for k in range(2):  # every displayed slice sits at its frame's position
-        np.testing.assert_allclose(v.index_to_lps((k, 0, 0)), pos[order[k]])
-    np.testing.assert_allclose(v.index_to_lps((0, 0, 1)) - v.origin, iop[:3] * ps[1])
+    src = v.metadata["orientation"]["source_affine"]
+    np.testing.assert_allclose(src[:3, 3], pos[order[0]])
+    for k in range(2):  # every source slice sits at its frame's position
+        np.testing.assert_allclose(src[:3, 0] * k + src[:3, 3], pos[order[k]])
+    np.testing.assert_allclose(src[:3, 2], iop[:3] * ps[1])
+    # the displayed voxel at each index is the source voxel at the same LPS position
+    disp = np.array(np.unravel_index(np.arange(0, v.array.size, 997), v.array.shape)).T
+    lps = v.index_to_lps(disp)
+    src_idx = np.rint((lps - src[:3, 3]) @ np.linalg.inv(src[:3, :3]).T).astype(int)
+    np.testing.assert_array_equal(v.array[tuple(disp.T)], expect[tuple(src_idx.T)])
     assert v.window == (49.0, 102.0)
 
 

@@ -118,6 +118,9 @@ def add_train_args(p: argparse.ArgumentParser, for_cv: bool = False) -> None:
     g.add_argument("--device", default=default_device_name(),
                    help="cpu, cuda, cuda:N or mps (default: cuda where a GPU is present)")
     g.add_argument("--threads", type=int, help=THREADS_HELP)
+    g.add_argument("--cache-mb", type=float, default=d.cache_mb,
+                   help="memory for prepared (model-resolution) training and validation slices, "
+                        "in MiB; each is prepared once (0: prepare every slice at every use)")
     if not for_cv:
         g.add_argument("--out", required=True, help="output folder: best/ and last/ checkpoints, "
                        "log.jsonl, train_state.pt, summary.json")
@@ -267,7 +270,8 @@ def train_config_from_args(args) -> FinetuneConfig:
         lr=args.lr, min_lr=args.min_lr, weight_decay=args.weight_decay,
         warmup_epochs=args.warmup_epochs, augment=not args.no_augment, ce_weight=args.ce_weight,
         dice_weight=args.dice_weight, dice_denominator=args.dice_denominator,
-        grad_clip=args.grad_clip, seed=args.seed, device=args.device, val_every=args.val_every)
+        grad_clip=args.grad_clip, seed=args.seed, device=args.device, val_every=args.val_every,
+        cache_mb=getattr(args, "cache_mb", FinetuneConfig.cache_mb))
 
 
 def make_model_factory(args, cfg: FinetuneConfig):

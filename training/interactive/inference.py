@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from training.data.preprocessing import to_model_input, unit_slices
+from training.interactive.ood import FeatureTap, reference_of, slice_scores
 from training.runtime.device import autocast_for, drain, pick_device  # noqa: F401  (re-exported)
 from training.weights.card import ModelCard
 
@@ -37,12 +38,16 @@ class SegmentationResult:
     # (n_slices,) mean entropy (nats) inside the predicted foreground; None unless asked
     uncertainty: np.ndarray | None = None
     probabilities: np.ndarray | None = None  # (n_slices, classes, y, x) float16, if asked
+    # (n_slices,) relative out-of-distribution score (training data <= 1, see
+    # training.interactive.ood); None when the card has no reference statistics
+    ood: np.ndarray | None = None
 
 
 @dataclass
 class ClassificationResult:
     probabilities: np.ndarray  # (n_slices, classes)
     slices: list[int]
+    ood: np.ndarray | None = None  # (n_slices,) relative OOD score, as for segmentation
 
     def aggregate(self) -> np.ndarray:
         """Study-level probabilities: the mean over slices."""
@@ -94,23 +99,39 @@ def segment_steps(model, card: ModelCard, image: np.ndarray, *, slices: Sequence
     scores = np.zeros(len(idx), np.float32) if uncertainty else None
     probs_out = (np.zeros((len(idx), card.num_classes, *vol.shape[1:]), np.float16)
                  if keep_probabilities else None)
+    ref = reference_of(card)
+    ood = np.zeros(len(idx), np.float32) if ref is not None else None
+    tap = FeatureTap(model) if ref is not None else None
     done = 0
-    yield Progress(0, len(idx))
-    for batch in _batches(idx, batch_size):
-        x = _input_batch(vol, batch, card, modality, window, device)
-        with torch.inference_mode(), autocast_for(device, precision):
-            logits = model(x).float()
-            if scores is not None:
-                scores[done:done + len(batch)] = _foreground_entropy(logits).cpu().numpy()
-            # Channels-last: the class argmax then reduces over contiguous memory (~5x faster).
-            full = F.interpolate(logits.contiguous(memory_format=torch.channels_last),
-                                 size=vol.shape[1:], mode="bilinear", align_corners=False)
-            labels[batch] = full.argmax(1).to(torch.uint8).cpu().numpy()
-            if probs_out is not None:
-                probs_out[done:done + len(batch)] = full.softmax(1).cpu().numpy().astype(np.float16)
-        done += len(batch)
-        yield Progress(done, len(idx))
-    return SegmentationResult(labels[0] if was_2d else labels, idx, scores, probs_out)
+    try:
+        yield Progress(0, len(idx))
+        for batch in _batches(idx, batch_size):
+            _segment_batch(model, vol, batch, card, modality, window, device, precision,
+                           labels, scores, probs_out, done)
+            if tap is not None:
+                ood[done:done + len(batch)] = slice_scores(tap.take(), ref)
+            done += len(batch)
+            yield Progress(done, len(idx))
+    finally:
+        if tap is not None:
+            tap.close()
+    return SegmentationResult(labels[0] if was_2d else labels, idx, scores, probs_out, ood)
+
+
+def _segment_batch(model, vol, batch, card, modality, window, device, precision, labels, scores,
+                   probs_out, done) -> None:
+    """One batch of :func:`segment_steps`: labels (and entropy / probabilities) in place."""
+    x = _input_batch(vol, batch, card, modality, window, device)
+    with torch.inference_mode(), autocast_for(device, precision):
+        logits = model(x).float()
+        if scores is not None:
+            scores[done:done + len(batch)] = _foreground_entropy(logits).cpu().numpy()
+        # Channels-last: the class argmax then reduces over contiguous memory (~5x faster).
+        full = F.interpolate(logits.contiguous(memory_format=torch.channels_last),
+                             size=vol.shape[1:], mode="bilinear", align_corners=False)
+        labels[batch] = full.argmax(1).to(torch.uint8).cpu().numpy()
+        if probs_out is not None:
+            probs_out[done:done + len(batch)] = full.softmax(1).cpu().numpy().astype(np.float16)
 
 
 def _foreground_entropy(logits: torch.Tensor) -> torch.Tensor:
@@ -137,15 +158,24 @@ def classify_steps(model, card: ModelCard, image: np.ndarray, *,
     device = torch.device(device) if not isinstance(device, torch.device) else device
     model = model.to(device).eval()
     out = np.zeros((len(idx), card.num_classes), np.float32)
+    ref = reference_of(card)
+    ood = np.zeros(len(idx), np.float32) if ref is not None else None
+    tap = FeatureTap(model) if ref is not None else None
     done = 0
-    yield Progress(0, len(idx))
-    for batch in _batches(idx, batch_size):
-        x = _input_batch(vol, batch, card, modality, window, device)
-        with torch.inference_mode(), autocast_for(device, precision):
-            out[done:done + len(batch)] = model(x).float().softmax(1).cpu().numpy()
-        done += len(batch)
-        yield Progress(done, len(idx))
-    return ClassificationResult(out, idx)
+    try:
+        yield Progress(0, len(idx))
+        for batch in _batches(idx, batch_size):
+            x = _input_batch(vol, batch, card, modality, window, device)
+            with torch.inference_mode(), autocast_for(device, precision):
+                out[done:done + len(batch)] = model(x).float().softmax(1).cpu().numpy()
+            if tap is not None:
+                ood[done:done + len(batch)] = slice_scores(tap.take(), ref)
+            done += len(batch)
+            yield Progress(done, len(idx))
+    finally:
+        if tap is not None:
+            tap.close()
+    return ClassificationResult(out, idx, ood)
 
 
 run = drain  # drive a ``*_steps`` generator to completion and return its result

@@ -14,7 +14,7 @@ import numpy as np
 
 from training.io.dicom_frames import _safe_name
 from training.io.errors import ImageReadError
-from training.io.volume import Volume, canonical_slice_order
+from training.io.volume import Volume, canonical_layout, canonical_slice_order
 
 
 def _pixel_measures(ds):
@@ -117,6 +117,7 @@ def _read_seg(ds, path: str) -> Volume:
         # one plane: no spacing to measure between slices; use the header's, as the image does
         normal = affine[:3, 0] / (np.linalg.norm(affine[:3, 0]) or 1.0)
         affine[:3, 0] = normal * float(step)
+    arr, affine, orientation = canonical_layout(arr, affine)  # as the image is shown
     names, values = {}, {}
     for item in ds.get("SegmentSequence", []):
         num = int(item.SegmentNumber)
@@ -148,6 +149,7 @@ def _read_seg(ds, path: str) -> Volume:
         "affine": affine,
         "label_names": label_names,
         "label_colors": label_colors,
+        "orientation": orientation,
         "warnings": [],
     }
     return Volume(

@@ -13,7 +13,7 @@ from training.io.dicom_files import PIXEL_KEYWORDS
 from training.io.dicom_frames import _Frame, _safe_name
 from training.io.dicom_pixels import _to_values
 from training.io.limits import check_declared_size
-from training.io.volume import Volume, affine_from_geometry
+from training.io.volume import Volume, affine_from_geometry, canonical_layout
 
 _POS_TOL = 1e-3  # mm
 
@@ -158,13 +158,16 @@ def _volume_from_frames(
     if window is not None and info["invert"] is not None:
         vlo, vhi = info["invert"]
         window = (vlo + vhi - window[0], window[1])
-    array = values
-    if array.shape[0] == 1 and not info["rgb"]:
-        array = array[0]
-    elif array.shape[0] == 1 and info["rgb"]:
+    # radiological display layout (anterior up, patient right on the left...); the source
+    # grid (the slices sorted along the normal, as in dicom_headers) stays in orientation
+    array, affine, orientation = canonical_layout(values, affine, 1 if info["rgb"] else 0)
+    if orientation["oblique_deg"] > 0.5:
+        warnings.append(f"{where}: {orientation['note']}")
+    if array.shape[0] == 1:
         array = array[0]
     modality = str(ds0.get("Modality", "OT") or "OT")
     meta = _metadata(frames, ds0, affine, dist, warnings, info)
+    meta["orientation"] = orientation
     return Volume(
         array=array,
         affine=affine,
@@ -207,12 +210,11 @@ def _metadata(frames, ds0, affine, dist, warnings, info) -> dict:
         "photometric_interpretation": str(ds0.get("PhotometricInterpretation", "") or ""),
         "warnings": list(warnings),
     }
-    if dist is not None:
+    if dist is not None:  # along the normal, source (sorted) slice order
         meta["slice_positions"] = [float(d) for d in dist]
     if multi:
-        meta["frame_order"] = [
-            int(f.frame) for f in frames
-        ]  # display slice k is source frame frame_order[k]
+        # source-grid slice k (before the display reorientation) is frame frame_order[k]
+        meta["frame_order"] = [int(f.frame) for f in frames]
         meta["dicom_headers"] = [_header_copy(ds0)]
     else:
         meta["dicom_headers"] = [_header_copy(f.ds) for f in frames]

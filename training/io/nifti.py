@@ -2,14 +2,12 @@
 
 Display convention
 ------------------
-NIfTI voxels can be stored in any axis order. The reader reorients them, by
-axis permutations and flips only (no resampling, values untouched), to the
-stored axes closest to *LPS* and reverses them, so that the array is
-``(z, y, x)`` with columns running towards the patient's left, rows towards
-posterior and slices towards the head. That is the layout of an axial DICOM
-series, so a NIfTI and the DICOM it came from appear the same way up (radiological
-convention: patient right on the viewer's left, anterior at the top, slices
-from feet to head). 4-D images become ``(t, z, y, x)``.
+NIfTI voxels can be stored in any axis order (RAS, LPS, LAS...). The reader lays them
+out, by axis permutations and flips only (no resampling, values untouched), in the
+radiological display layout of their slice plane (the stored third axis), as the DICOM
+reader does (see :mod:`training.io.volume`): an axial image has anterior at the top and
+the patient's right on the viewer's left, whether it was stored RAS or LPS, and a NIfTI
+and the DICOM it came from appear the same way up. 4-D images become ``(t, z, y, x)``.
 
 The original affine, header and the reorientation are kept in
 ``volume.metadata["nifti"]``; :func:`to_source_layout` undoes the reorientation
@@ -26,10 +24,9 @@ import numpy as np
 
 from training.io.errors import ImageReadError
 from training.io.limits import GZIP_MAX_RATIO, check_declared_size, check_regular_file
-from training.io.volume import Volume
+from training.io.volume import Volume, canonical_layout, to_source_grid
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
-_LPS = ("L", "P", "S")
 RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
@@ -41,8 +38,6 @@ def is_nifti_path(path: str | os.PathLike) -> bool:
 def read_nifti(path: str | os.PathLike) -> Volume:
     """Read a .nii/.nii.gz file into a :class:`Volume` (see the module doc for the layout)."""
     import nibabel as nib
-    from nibabel import orientations as no
-
     path = str(path)
     if not os.path.exists(path):
         raise ImageReadError(path, "file not found")
@@ -76,18 +71,17 @@ def read_nifti(path: str | os.PathLike) -> Volume:
     orig_shape = data.shape
     if data.ndim == 2:
         data = data[:, :, None]
-    ornt = no.io_orientation(affine)
-    xfm = no.ornt_transform(ornt, no.axcodes2ornt(_LPS))
-    shape3 = data.shape[:3]
-    data = no.apply_orientation(data, xfm)
-    aff_reoriented = affine @ no.inv_ornt_aff(xfm, shape3)
-    # (i, j, k[, t]) → ([t,] k, j, i)
+    # (i, j, k[, t]) → ([t,] k, j, i) with the (k, j, i) → LPS affine, then the display layout
     axes = (2, 1, 0) if data.ndim == 3 else (3, 2, 1, 0)
-    data = np.ascontiguousarray(data.transpose(axes))
-    lps = RAS_TO_LPS @ aff_reoriented
-    vol_affine = np.eye(4)
-    vol_affine[:3, :3] = lps[:3, [2, 1, 0]]
-    vol_affine[:3, 3] = lps[:3, 3]
+    data = data.transpose(axes)
+    lps = RAS_TO_LPS @ affine
+    stored_affine = np.eye(4)
+    stored_affine[:3, :3] = lps[:3, [2, 1, 0]]
+    stored_affine[:3, 3] = lps[:3, 3]
+    data, vol_affine, orientation = canonical_layout(data, stored_affine)
+    data = np.ascontiguousarray(data)
+    if orientation["oblique_deg"] > 0.5:
+        notes.append(f"{path}: {orientation['note']}")
     if data.ndim == 3 and data.shape[0] == 1 and len(orig_shape) == 2:
         data = data[0]
     hdr = img.header
@@ -128,9 +122,10 @@ def read_nifti(path: str | os.PathLike) -> Volume:
         "nifti": {
             "affine": affine.copy(),  # exactly as nibabel reports it
             "header": hdr.copy(),  # sform/qform codes, units, intent...
-            "ornt_transform": xfm,  # stored axes → displayed axes
+            "orientation": orientation,  # stored (k, j, i) axes → displayed axes
             "shape": tuple(int(s) for s in orig_shape),
         },
+        "orientation": orientation,
         "description": descrip,
         "warnings": notes,
     }
@@ -198,25 +193,17 @@ def _usable_affine(img, path: str, notes: list[str]) -> np.ndarray:
 
 def to_source_layout(array: np.ndarray, nifti_meta: dict) -> np.ndarray:
     """Undo the display reorientation: a spatial (z, y, x) or (y, x) array → stored voxel order."""
-    from nibabel import orientations as no
-
     a = np.asarray(array)
     orig_shape = tuple(nifti_meta["shape"])
     if a.ndim == 2:
         a = a[None]
     if a.ndim != 3:
-        raise ValueError(f"labels must be 2-D or 3-D, got shape {array.shape}")
-    a = a.transpose(2, 1, 0)
-    # inverse of the forward transform: display axis dst came from stored axis src
-    fwd = np.asarray(nifti_meta["ornt_transform"])
-    inv = np.zeros_like(fwd)
-    for src_ax, (dst_ax, flip) in enumerate(fwd):
-        inv[int(dst_ax)] = (src_ax, flip)
-    a = no.apply_orientation(a, inv)
+        raise ValueError(f"labels must be 2-D or 3-D, got shape {np.shape(array)}")
+    a = to_source_grid(a, nifti_meta["orientation"]).transpose(2, 1, 0)
     spatial = orig_shape[:3] if len(orig_shape) >= 3 else orig_shape[:2] + (1,)
     if a.shape != tuple(spatial):
         raise ValueError(
-            f"labels of shape {array.shape} do not match the image grid {orig_shape[:3]}"
+            f"labels of shape {np.shape(array)} do not match the image grid {orig_shape[:3]}"
         )
     if len(orig_shape) == 2:
         a = a[:, :, 0]

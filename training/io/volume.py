@@ -12,11 +12,25 @@ Conventions
   posterior, z towards head), as ``(x, y, z, 1)``. This is the DICOM / ITK /
   highdicom convention; the NIfTI (RAS) affine is ``diag(-1, -1, 1, 1) @ affine``
   with the index axes reversed. 2-D images use ``k = 0``.
-* Readers return arrays laid out for *radiological display*: for an axial
-  acquisition, rows run anterior → posterior, columns run right → left of the
-  patient (the patient's right on the viewer's left), slices run inferior →
-  superior. The slice direction is always ``row_dir x col_dir`` so that the
-  ``(column, row, slice)`` = ``(i, j, k)`` frame is right-handed.
+* Readers return arrays in the *radiological display layout* of the acquisition plane
+  (:func:`canonical_layout`), whatever the file's row/column directions: the slice axis
+  stays the acquisition's slice normal, rows and columns are flipped/swapped so that
+
+  ========  =====================  =====================  ======================
+  plane     slices (axis -3)       rows (top → bottom)    columns (left → right)
+  ========  =====================  =====================  ======================
+  axial     inferior → superior    anterior → posterior   patient right → left
+  coronal   anterior → posterior   superior → inferior    patient right → left
+  sagittal  patient left → right   superior → inferior    anterior → posterior
+  ========  =====================  =====================  ======================
+
+  (the standard DICOM orientations of each plane; the ``(column, row, slice)`` frame is
+  right-handed). Only permutations and flips are used, never resampling: an oblique
+  acquisition is put on the *nearest* canonical axes, its affine stays exact, and
+  ``metadata["orientation"]`` says how far from the patient axes it is
+  (``oblique_deg``). ``metadata["orientation"]`` also keeps the source affine, shape and
+  the transform so writers put labels back on the file's own voxel grid
+  (:func:`to_source_grid`).
 """
 
 from __future__ import annotations
@@ -127,3 +141,122 @@ def canonical_slice_order(array: np.ndarray, affine: np.ndarray, n_trailing: int
     new[:3, 3] = aff[:3, 3] + (n - 1) * aff[:3, 0]
     new[:3, 0] = -aff[:3, 0]
     return flipped, new, True
+
+
+# ------------------------------------------------------------------ display orientation
+#: plane (world axis of the slice normal, LPS 0=x 1=y 2=z) → (world axis, sign) of the
+#: displayed (slice, row, column) axes; see the module doc.
+_PLANES = {
+    2: ("axial", ((2, 1), (1, 1), (0, 1))),
+    1: ("coronal", ((1, 1), (2, -1), (0, 1))),
+    0: ("sagittal", ((0, -1), (2, -1), (1, 1))),
+}
+_LETTERS = (("R", "L"), ("A", "P"), ("I", "S"))  # LPS axis → (negative, positive) letter
+
+
+def _nearest_axes(direction: np.ndarray) -> list[tuple[int, int]]:
+    """(world axis, sign) nearest to each column of a 3x3 direction matrix; a permutation
+    (the largest cosines are taken first, as nibabel's io_orientation does)."""
+    d = np.abs(np.asarray(direction, float))
+    out: list[tuple[int, int] | None] = [None] * 3
+    used_w: set[int] = set()
+    for flat in np.argsort(-d, axis=None):
+        w, a = divmod(int(flat), 3)
+        if out[a] is None and w not in used_w:
+            out[a] = (w, 1 if direction[w, a] >= 0 else -1)
+            used_w.add(w)
+    return out  # type: ignore[return-value]
+
+
+def letter(vec) -> str:
+    """The patient direction letter (R/L/A/P/I/S) nearest to an LPS vector."""
+    v = np.asarray(vec, float)
+    w = int(np.argmax(np.abs(v)))
+    return _LETTERS[w][1 if v[w] >= 0 else 0]
+
+
+def canonical_layout(array: np.ndarray, affine: np.ndarray, n_trailing: int = 0):
+    """Flip/permute the three spatial axes (the last three before ``n_trailing`` channel
+    axes) into the radiological display layout of the acquisition plane (module doc).
+
+    Returns ``(array, affine, info)``; ``info`` (for ``metadata["orientation"]``) holds
+    ``plane``, ``transform`` (for each output axis: ``[source axis, flipped]``),
+    ``source_affine``, ``source_shape``, ``oblique_deg`` and a human-readable ``note``.
+    """
+    aff = np.asarray(affine, float)
+    sp = np.linalg.norm(aff[:3, :3], axis=0)
+    sp[sp == 0] = 1.0
+    direction = aff[:3, :3] / sp
+    nearest = _nearest_axes(direction)
+    plane, targets = _PLANES[nearest[0][0]]
+    ax0 = array.ndim - 3 - n_trailing
+    src_shape = tuple(int(s) for s in array.shape[ax0 : ax0 + 3])
+    perm, flips = [], []
+    for w, sign in targets:
+        src = next(a for a in range(3) if nearest[a][0] == w)
+        perm.append(src)
+        flips.append(nearest[src][1] != sign)
+    new = np.eye(4)
+    new[:3, 3] = aff[:3, 3]
+    for o, (src, fl) in enumerate(zip(perm, flips, strict=True)):
+        col = aff[:3, src]
+        if fl:
+            new[:3, 3] += (src_shape[src] - 1) * col
+            col = -col
+        new[:3, o] = col
+    axes = list(range(array.ndim))
+    axes[ax0 : ax0 + 3] = [ax0 + p for p in perm]
+    out = np.transpose(array, axes)
+    flip_axes = tuple(ax0 + o for o, fl in enumerate(flips) if fl)
+    if flip_axes:
+        out = np.flip(out, axis=flip_axes)
+    cosines = [abs(direction[w, a]) for a, (w, _) in enumerate(nearest)]
+    oblique = float(np.degrees(np.arccos(np.clip(min(cosines), -1.0, 1.0))))
+    changed = perm != [0, 1, 2] or any(flips)
+    note = (f"{plane}; shown as stored" if not changed else
+            f"{plane}; flipped/permuted from the file's layout for display")
+    if oblique > 0.5:
+        note += (f"; oblique by up to {oblique:.1f}°: shown on the nearest patient axes "
+                 "(flip/permute only, not resampled), so the edge letters are approximate")
+    info = {
+        "plane": plane,
+        "transform": [[int(p), bool(f)] for p, f in zip(perm, flips, strict=True)],
+        "source_affine": aff.copy(),
+        "source_shape": src_shape,
+        "oblique_deg": round(oblique, 3),
+        "note": note,
+    }
+    return (np.ascontiguousarray(out) if changed else array), new, info
+
+
+def to_source_grid(array: np.ndarray, info: dict | None) -> np.ndarray:
+    """Undo :func:`canonical_layout` on a spatial ``(z, y, x)`` (or 2-D ``(y, x)``, one
+    slice) array: the result is on the file's own voxel grid, ``info["source_shape"]``."""
+    a = np.asarray(array)
+    if not info:
+        return a
+    two_d = a.ndim == 2
+    if two_d:
+        a = a[None]
+    if a.ndim != 3:
+        raise ValueError(f"labels must be 2-D or 3-D, got shape {np.shape(array)}")
+    perm = [int(p) for p, _ in info["transform"]]
+    flips = tuple(o for o, (_, f) in enumerate(info["transform"]) if f)
+    expected = tuple(int(info["source_shape"][p]) for p in perm)
+    if a.shape != expected:
+        raise ValueError(f"labels of shape {np.shape(array)} do not match the image "
+                         f"({expected[0]} slices of {expected[1]}x{expected[2]})")
+    if flips:
+        a = np.flip(a, axis=flips)
+    a = np.ascontiguousarray(np.transpose(a, np.argsort(perm)))
+    if two_d and a.shape[0] == 1:
+        a = a[0]
+    return a
+
+
+def edge_letters(affine: np.ndarray, axes: tuple[int, int] = (1, 2)) -> dict[str, str]:
+    """Letters for the canvas edges when spatial axes ``axes`` = (vertical, horizontal)
+    of a (slice, row, column) → LPS ``affine`` are displayed (rows grow downwards)."""
+    aff = np.asarray(affine, float)
+    v, h = aff[:3, axes[0]], aff[:3, axes[1]]
+    return {"top": letter(-v), "bottom": letter(v), "left": letter(-h), "right": letter(h)}

@@ -18,7 +18,7 @@ import numpy as np
 
 from training.io.errors import ImageWriteError
 from training.io.nifti import RAS_TO_LPS, to_source_layout
-from training.io.volume import Volume
+from training.io.volume import Volume, to_source_grid
 from training.runtime.atomic import atomic_path
 
 log = logging.getLogger(__name__)
@@ -123,6 +123,13 @@ def write_labels_nifti(
         img.header["xyzt_units"] = src_hdr["xyzt_units"]
     else:
         lps = np.asarray(affine if affine is not None else meta.get("affine", np.eye(4)), float)
+        orientation = meta.get("orientation") if affine is None else None
+        if orientation:  # back from the display layout to the source's own voxel grid
+            try:
+                a = to_source_grid(a if a.ndim == 3 else a[None], orientation)
+            except ValueError as e:
+                raise ImageWriteError(path, str(e)) from None
+            lps = np.asarray(orientation["source_affine"], float)
         if a.ndim == 2:
             a = a[None]
         if a.ndim != 3:
@@ -324,6 +331,12 @@ def write_labels_dicom_seg(
     a = _label_array(labels, path)
     if a.ndim == 2:
         a = a[None]
+    orientation = meta.get("orientation")
+    if orientation:  # back from the display layout to the sorted source slices
+        try:
+            a = to_source_grid(a, orientation)
+        except ValueError as e:
+            raise ImageWriteError(path, str(e)) from None
     values = [int(v) for v in np.unique(a) if v != 0]
     if not values:
         raise ImageWriteError(path, "the label map is empty: nothing to write")
@@ -352,7 +365,8 @@ def write_labels_dicom_seg(
             path,
             f"labels of shape {seg_map.shape[1:]} do not match the source images ({rows}x{cols})",
         )
-    affine = np.asarray(meta.get("affine", np.eye(4)), float)
+    affine = np.asarray((orientation or {}).get("source_affine", meta.get("affine", np.eye(4))),
+                        float)
     headers, new_frame = _prepare_sources(headers, float(np.linalg.norm(affine[:3, 0])) or 1.0)
     sop_class = pydicom_uid(headers[0].get("SOPClassUID", ""))
     if sop_class.is_valid and sop_class.is_retired:

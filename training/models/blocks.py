@@ -28,7 +28,7 @@ def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     if p == 0.0 or not training:
         return x
     keep = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(1 - p)
-    return x * keep / (1 - p)
+    return x * keep.div_(1 - p)  # scale the per-sample mask, not x: one pass over x (as timm)
 
 
 class DropPath(nn.Module):

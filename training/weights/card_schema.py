@@ -108,6 +108,9 @@ def validate_card_dict(d, source: str = "model card") -> None:
             and all(isinstance(x, str) and 0 < len(x) <= 64 for x in v) for v in dom.values()):
         errors.append("domain must be {\"modalities\": [...], \"body_regions\": [...]} "
                       "with short texts")
+    prov = d.get("provenance")
+    if isinstance(prov, dict) and "ood_reference" in prov:
+        errors.extend(_ood_reference_errors(prov["ood_reference"]))
     arch = d["architecture"]
     if not isinstance(arch, dict):
         errors.append("architecture must be a JSON object")
@@ -165,6 +168,25 @@ def validate_card_dict(d, source: str = "model card") -> None:
     if errors:
         raise ValueError(f"{source}: invalid model card: " + "; ".join(errors[:8])
                          + (f" (and {len(errors) - 8} more)" if len(errors) > 8 else ""))
+
+
+def _ood_reference_errors(ref, where: str = "provenance.ood_reference") -> list[str]:
+    """Problems with the out-of-distribution reference statistics
+    (:mod:`training.interactive.ood`): equally long lists of finite numbers, positive std
+    and a positive reference score."""
+    if not isinstance(ref, dict):
+        return [f"{where} must be a JSON object"]
+    errors = []
+    mean, std = ref.get("mean"), ref.get("std")
+    if not (isinstance(mean, list) and isinstance(std, list)
+            and 0 < len(mean) == len(std) <= 65536 and all(map(_is_num, (*mean, *std)))):
+        errors.append(f"{where}.mean and .std must be equally long lists of finite numbers")
+    elif not all(v > 0 for v in std):
+        errors.append(f"{where}.std must be positive")
+    p95 = ref.get("score_p95")
+    if not (_is_num(p95) and p95 > 0):
+        errors.append(f"{where}.score_p95 must be a positive number")
+    return errors
 
 
 def _meta_shapes_mode():
