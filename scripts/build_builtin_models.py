@@ -86,6 +86,7 @@ def main(argv=None) -> int:
         install(work / "cls" / "best", "liver-lesion",
                 "Demo model: liver lesion yes/no on synthetic CT phantoms. Small VIS-MAE "
                 "pretrained on synthetic phantoms. Not for clinical use.")
+        sh("scripts/ood_reference.py")  # 6. the OOD reference statistics into both cards
     return 0
 
 

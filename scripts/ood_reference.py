@@ -5,7 +5,7 @@
 
 The reference is the pooled-bottleneck feature statistics (:mod:`training.interactive.ood`)
 of the synthetic CT phantoms the built-in models were pretrained on (the cases of
-``scripts/build_builtin_models.py``: seeds 1000.., 24 x 256 x 256 at 5 x 1.25 x 1.25 mm).
+``scripts/build_builtin_models.py``: seeds 1000-1005 of its 24, 24 x 256 x 256 at 5 x 1.25 x 1.25 mm).
 Only the card's ``provenance.ood_reference`` changes; the weights (and their sha256) do not.
 """
 from __future__ import annotations
@@ -33,7 +33,7 @@ from training.weights.checkpoint import load_checkpoint  # noqa: E402
 
 MODELS = ROOT / "napari_vismae" / "models"
 BUILTIN = ("abdomen-organs", "liver-lesion")
-CASES = range(1000, 1006)  # the pretraining cases of build_builtin_models.py
+CASES = range(1000, 1006)  # 6 of the 24 pretraining cases of build_builtin_models.py
 # real files from pydicom / pydicom-data: (label, file)
 TEST_FILES = [("MR (MR_small)", "MR_small.dcm"), ("MR abdomen (examples_overlay)",
               "examples_overlay.dcm"), ("radiograph chest (RG1_UNCR)", "RG1_UNCR.dcm"),
@@ -61,7 +61,7 @@ def write_reference(name: str) -> None:
     model.eval()
     ref = ood.make_reference(reference_features(model, card),
                              data=f"synthetic CT phantoms, cases {CASES.start}-{CASES.stop - 1} "
-                                  "(the pretraining cases), all slices")
+                                  "(6 of the 24 pretraining cases), all slices")
     path = folder / "model_card.json"
     d = json.loads(path.read_text())
     d["provenance"][ood.OOD_KEY] = ref

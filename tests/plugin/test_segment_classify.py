@@ -59,6 +59,8 @@ def test_segment_all_slices_aligned_named_and_new_layer(make_napari_viewer, qtbo
     # a new layer is created with its data: no per-voxel undo history to hold
     assert not labels._undo_history, "a new prediction layer must not carry an undo record"
     assert "new layer" in w._status.value
+    # a model whose card has no OOD reference says so, never a made-up score
+    assert w.last_result.ood is None and "OOD score: n/a" in w._status.value
 
 
 def test_resegmenting_with_a_new_version_is_one_undo_step(make_napari_viewer, qtbot, tiny_store,

@@ -19,6 +19,9 @@ class SwinMAE(SwinBackbone):
 
     def __init__(self, cfg: SwinConfig):
         super().__init__(cfg)
+        # Fast pretraining (``--fast``): the encoder computes only visible tokens; see
+        # training/models/mae_fast.py for the exact variant. Not a parameter: same weights.
+        self.fast = False
         self.mask_token = nn.Parameter(torch.zeros(1, 1, cfg.embed_dim))
         self.first_patch_expanding, self.layers_up = build_decoder_stages(cfg)
         self.norm_up = nn.LayerNorm(cfg.embed_dim, eps=cfg.norm_eps)
@@ -83,8 +86,12 @@ class SwinMAE(SwinBackbone):
             mask = self.random_mask(B, (h, w), x.device, generator)
         elif mask.shape != (B, h * w):
             raise ValueError(f"mask must be (B, tokens) = {(B, h * w)}, got {tuple(mask.shape)}")
-        m = mask.view(B, h, w, 1).to(torch.bool)
-        x = torch.where(m, self.mask_token.view(1, 1, 1, C).to(x.dtype), x)
-        latent, _ = self.forward_encoder(x)
+        if self.fast:
+            from training.models.mae_fast import forward_encoder_fast
+            latent = forward_encoder_fast(self, x, mask)
+        else:
+            m = mask.view(B, h, w, 1).to(torch.bool)
+            x = torch.where(m, self.mask_token.view(1, 1, 1, C).to(x.dtype), x)
+            latent, _ = self.forward_encoder(x)
         pred = self.forward_decoder(latent)
         return self.forward_loss(imgs, pred, mask), pred, mask

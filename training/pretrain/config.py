@@ -64,6 +64,7 @@ class PretrainConfig:
     seed: int = 0
     num_workers: int = min(8, os.cpu_count() or 1)
     compile: bool = False
+    fast: bool = False  # encoder on the visible tokens only (training/models/mae_fast.py)
     resume: str = ""  # "", "auto", a step-*.pt file or a run folder
     overwrite: bool = False  # start over in a folder that holds an earlier run
     save_every: int = 1000  # steps; also at every epoch end
@@ -129,6 +130,10 @@ HELP = {
     "threads": "CPU threads per training process (0 = $OMP_NUM_THREADS, else the CPUs this "
                "process may use); OpenMP waits passively unless $OMP_WAIT_POLICY is set",
     "compile": "torch.compile the model",
+    "fast": "fast pretraining: the encoder computes only the tokens that see visible pixels "
+            "(~1.4x faster steps on CPU at mask ratio 0.75); masked tokens share one state and "
+            "are not updated from visible neighbours, unlike the official (default) mode. "
+            "Same weights: the model fine-tunes and loads unchanged",
     "resume": "'auto' (newest state in OUTPUT/checkpoints), a step-*.pt file, or a run folder",
     "overwrite": "start over in an --output folder that holds an earlier run (deletes its "
                  "states, log, samples and model); without it such a folder is refused",
@@ -193,6 +198,14 @@ def parse_args(argv=None) -> PretrainConfig:
         cfg.augmentation()
     except ValueError as e:
         parser.error(f"--aug-*: {e}")
+    if cfg.fast:
+        from training.models.mae_fast import check_fast_compatible
+
+        try:
+            check_fast_compatible(PRESETS[cfg.model].replace(img_size=cfg.input_size),
+                                  (cfg.input_size // patch,) * 2)
+        except ValueError as e:
+            parser.error(f"--fast with --input-size {cfg.input_size}: {e}")
     if cfg.check_every < 0 or cfg.check_images < 0:
         parser.error("--check-every and --check-images must be >= 0")
     return cfg

@@ -98,6 +98,7 @@ def _pretrain(cfg: PretrainConfig, info: D.DistInfo) -> Path | None:
                         persistent_workers=False, generator=torch.Generator().manual_seed(cfg.seed))
 
     model = build_model("mae", model_cfg).to(device)
+    model.fast = cfg.fast  # same weights either way; only the encoder's forward differs
     optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2))
     updates_per_epoch = steps_per_epoch // cfg.accum_steps
     scheduler = WarmupCosine(optimizer, total_steps=cfg.epochs * updates_per_epoch,
