@@ -186,3 +186,14 @@ def test_training_pairs_a_flipped_series_with_its_nifti_labels(tmp_path):
     _, arr, _, _, got = ds.volumes[0]
     np.testing.assert_array_equal(arr, v.array)
     np.testing.assert_array_equal(got, lab)
+
+
+def test_synthetic_case_is_the_same_patient_as_nifti_and_dicom(tmp_path):
+    from training.data.synthetic import write_case
+
+    out = write_case(3, tmp_path, shape=(4, 32, 32))
+    (nii,) = read_image(out["nifti"])
+    (dcm,) = read_image(out["dicom"])
+    # float NIfTI vs DICOM stored as uint16 (clipped at -1024 HU, rounded)
+    np.testing.assert_allclose(np.maximum(nii.array, -1024), dcm.array, atol=1.0)
+    np.testing.assert_allclose(nii.affine, dcm.affine, atol=1e-4)
