@@ -88,3 +88,26 @@ def test_plugin_labels_share_the_image_units(make_napari_viewer, tmp_path, notes
     qtbot.wait(50)
     assert viewer.layers.extent.units is not None
     assert not [n for n in notes if "Inconsistent units" in n]
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".dcm"])
+def test_saved_from_the_viewer_onto_the_source_grid(make_napari_viewer, tmp_path, suffix):
+    """File ▸ Save on labels painted over the upside-down CT: the file holds them on the
+    CT's own (stored) grid, and reopening puts them back where they were painted."""
+    viewer = make_napari_viewer()
+    path = get_testdata_file("explicit_VR-UN.dcm")
+    [image] = viewer.open(path, plugin="napari-vismae")
+    painted = np.zeros(image.data.shape, np.uint8)
+    painted[120:180, 100:200] = 1  # anterior, patient-right as displayed
+    lab = viewer.add_labels(painted, name="painted", metadata=dict(image.metadata),
+                            **_layers.aligned_with(image))
+    viewer.layers.selection = {lab}
+    out = tmp_path / f"painted{suffix}"
+    viewer.layers.save(str(out), selected=True, plugin="napari-vismae")
+    [back] = viewer.open(str(out), plugin="napari-vismae")
+    np.testing.assert_array_equal(np.asarray(back.data).reshape(painted.shape), painted)
+    if suffix == ".nii.gz":  # the file itself: the CT's stored rows (posterior → anterior)
+        import nibabel as nib
+
+        stored = np.asarray(nib.load(out).dataobj).reshape(painted.shape[::-1]).T
+        np.testing.assert_array_equal(stored, painted[::-1])
