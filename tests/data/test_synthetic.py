@@ -45,7 +45,7 @@ def test_volume_geometry_and_files(tmp_path):
     p = S.write_nifti(lab, tmp_path / "lab.nii.gz", spacing=(3.0, 1.5, 1.5))
     back, aff = S.read_nifti(p)
     np.testing.assert_array_equal(back, lab)
-    assert np.allclose(np.diag(aff)[:3], [1.5, 1.5, 3.0])
+    assert np.allclose(np.diag(aff)[:3], [-1.5, -1.5, 3.0])  # RAS of the DICOM (LPS) placement
 
 
 def test_classification_set_balanced():

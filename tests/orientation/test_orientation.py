@@ -167,3 +167,33 @@ def test_canonical_layout_round_trip_4d():
     assert out.shape[0] == 2
     np.testing.assert_array_equal(
         np.stack([to_source_grid(o, info) for o in out]), a)
+
+
+def test_training_pairs_a_flipped_series_with_its_nifti_labels(tmp_path):
+    """Fine-tuning data (a DICOM series + the NIfTI labels saved from the viewer) is read in
+    the same display layout as the plugin shows and segments it."""
+    from training.data.file_datasets import VolumeFolderDataset
+    from training.data.preprocessing import Preprocessing
+
+    make_series(tmp_path / "images" / "case1", n=4, rows=16, cols=12, col_dir=(0, -1, 0))
+    (v,) = read_image(tmp_path / "images" / "case1")
+    lab = np.zeros(v.array.shape, np.uint8)
+    lab[:, :5, :4] = 1  # anterior, patient-right corner as displayed
+    (tmp_path / "labels").mkdir()
+    write_labels_nifti(tmp_path / "labels" / "case1.nii.gz", lab, v)
+    ds = VolumeFolderDataset(tmp_path / "images", tmp_path / "labels",
+                             prep=Preprocessing(input_size=64, modality="CT"))
+    _, arr, _, _, got = ds.volumes[0]
+    np.testing.assert_array_equal(arr, v.array)
+    np.testing.assert_array_equal(got, lab)
+
+
+def test_synthetic_case_is_the_same_patient_as_nifti_and_dicom(tmp_path):
+    from training.data.synthetic import write_case
+
+    out = write_case(3, tmp_path, shape=(4, 32, 32))
+    (nii,) = read_image(out["nifti"])
+    (dcm,) = read_image(out["dicom"])
+    # float NIfTI vs DICOM stored as uint16 (clipped at -1024 HU, rounded)
+    np.testing.assert_allclose(np.maximum(nii.array, -1024), dcm.array, atol=1.0)
+    np.testing.assert_allclose(nii.affine, dcm.affine, atol=1e-4)

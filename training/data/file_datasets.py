@@ -63,15 +63,22 @@ def read_nifti_volume(p: Path) -> np.ndarray:
     :mod:`training.io.limits`); any failure is a :class:`DataError` naming the file."""
     import nibabel as nib
 
-    from training.data.synthetic import read_nifti
-    from training.io.nifti import _check_header
+    from training.io.nifti import _check_header, read_nifti
 
     reason = not_regular_reason(p)
     if reason is not None:
         raise DataError(f"{p}: {reason}")
     try:
         _check_header(nib.load(str(p)), str(p))
-        arr, _ = read_nifti(p)
+        # the readers' display layout (training.io.volume), as a DICOM series and the
+        # plugin show it: labels on any grid line up with the image they were drawn on
+        arr = np.asarray(read_nifti(str(p)).array)
+        if arr.ndim == 2:
+            arr = arr[None]
+        elif arr.ndim == 4 and arr.shape[0] == 1:
+            arr = arr[0]
+        if arr.ndim != 3:
+            raise ValueError(f"expected a 2-D or 3-D NIfTI, got shape {arr.shape}")
     except MemoryError:
         raise DataError(f"{p}: not enough memory to read it") from None
     except Exception as e:  # noqa: BLE001 - ImageFileError, EOFError, zlib.error, ValueError...

@@ -349,9 +349,11 @@ def make_classification_set(n: int, seed: int = 0, size: int = 64, **kw):
 
 # -- files ---------------------------------------------------------------------------------------
 def nifti_affine(spacing=(5.0, 2.5, 2.5), origin=(0.0, 0.0, 0.0)) -> np.ndarray:
-    """Voxel (x, y, z) -> mm for a volume stored (z, y, x) with ``spacing`` (z, y, x)."""
-    aff = np.diag([spacing[2], spacing[1], spacing[0], 1.0])
-    aff[:3, 3] = origin
+    """Voxel (x, y, z) -> RAS mm for a volume stored (z, y, x) with ``spacing`` (z, y, x),
+    placed as :func:`write_dicom_series` places it (columns towards the patient's left,
+    rows towards posterior, ``origin`` in LPS), so both files hold the same patient."""
+    aff = np.diag([-spacing[2], -spacing[1], spacing[0], 1.0])
+    aff[:3, 3] = (-origin[0], -origin[1], origin[2])
     return aff
 
 
