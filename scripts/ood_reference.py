@@ -5,7 +5,8 @@
 
 The reference is the pooled-bottleneck feature statistics (:mod:`training.interactive.ood`)
 of the synthetic CT phantoms the built-in models were pretrained on (the cases of
-``scripts/build_builtin_models.py``: seeds 1000-1005 of its 24, 24 x 256 x 256 at 5 x 1.25 x 1.25 mm).
+``scripts/build_builtin_models.py``: seeds 1000-1005 of its 24, 24 x 256 x 256 at
+5 x 1.25 x 1.25 mm).
 Only the card's ``provenance.ood_reference`` changes; the weights (and their sha256) do not.
 """
 from __future__ import annotations

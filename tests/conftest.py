@@ -69,3 +69,16 @@ def pytest_collection_modifyitems(config, items):
         config.hook.pytest_deselected(items=gui)
         keep = set(map(id, gui))
         items[:] = [i for i in items if id(i) not in keep]
+
+
+# -- GUI stall limits on a shared CPU ------------------------------------------------------------
+def load_factor(cap: float = 4.0) -> float:
+    """How much slower wall-clock timings are than on a quiet machine: the 1-minute load
+    average per CPU, at least 1 (a quiet CI runner) and at most ``cap``. Stall limits are
+    multiplied by it, so a test still fails on the multi-second freezes it guards against
+    but not because other jobs share the CPU."""
+    try:
+        per_cpu = os.getloadavg()[0] / max(1, os.cpu_count() or 1)
+    except OSError:
+        return 1.0
+    return float(min(cap, max(1.0, per_cpu)))

@@ -8,6 +8,7 @@ import pytest
 
 from napari_vismae import _tracking
 from napari_vismae.finetune import FinetuneWidget
+from tests.conftest import load_factor
 from training.interactive.autosave import Autosave, work_dir_for
 from training.interactive.corrections import study_key
 from training.weights.versions import VersionStore
@@ -141,7 +142,7 @@ def test_correct_finetune_rollback_export_by_clicking(make_napari_viewer, qtbot,
     assert (tmp_path / "exported" / "model.safetensors").is_file()
     beat.stop()
     print("largest GUI stall per step:", beat.report())
-    assert max(beat.gaps.values()) < STALL, beat.report()
+    assert max(beat.gaps.values()) < STALL * load_factor(), beat.report()
 
 
 def test_killed_child_is_an_error_not_a_crash(make_napari_viewer, qtbot, ft_store, study,
@@ -285,7 +286,7 @@ def test_restore_writes_only_corrected_slices_into_the_prediction(make_napari_vi
         np.testing.assert_array_equal(pred2.data[z], edited[z] if z in (2, 5) else fresh[z])
     np.testing.assert_array_equal(truth_layer.data, truth)  # the ground truth is untouched
     assert w2.corrected() == {2, 5} and w2._restore.native.isHidden()
-    assert max(beat.gaps.values()) < STALL, beat.report()
+    assert max(beat.gaps.values()) < STALL * load_factor(), beat.report()
 
 
 @pytest.mark.parametrize("damage", ["empty", "truncated", "crc"])

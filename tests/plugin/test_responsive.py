@@ -14,10 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.conftest import load_factor
+
 from .conftest import add_version, click, wait_for_models
 
 pytestmark = pytest.mark.gui
-MAX_STALL = 0.25
+MAX_STALL = 0.25  # on a quiet machine; multiplied by load_factor() when the CPU is shared
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -50,7 +52,7 @@ def test_open_sample_first_time_and_cached(make_napari_viewer, heartbeat, tmp_pa
     with heartbeat() as cached:
         layers = viewer.open_sample("napari-vismae", "synthetic_ct")
     floors.append(napari_floor())
-    limit = max(MAX_STALL, max(floors) + 0.15)
+    limit = max(MAX_STALL, max(floors) + 0.15) * load_factor()
     print(f"max stall: first open {first.max_stall:.3f} s, cached {cached.max_stall:.3f} s, "
           f"napari adding two layers {', '.join(f'{f:.3f}' for f in floors)} s")
     assert first.max_stall <= limit, (first.max_stall, floors)
@@ -122,13 +124,13 @@ def test_first_segment_widget_opens_without_freezing(tmp_path):
     assert not r["torch_before"] and r["model"] is not None
     # on a quiet machine: 0.2 s; with the CPU shared the floor (napari's own work) rises and
     # the limit with it
-    limit = max(MAX_STALL, r["napari_floor"] + 0.15)
+    limit = max(MAX_STALL, r["napari_floor"] + 0.15) * load_factor()
     # importing and building the widget (torch is not imported on the GUI thread)
     assert r["import_s"] + r["widget_init_s"] <= limit, r
     # torch loads in a thread; what remains is torch's own C initialiser holding the GIL
     # in one call (0.15-0.25 s quiet, up to ~0.4 s with the CPU shared; it was the whole
     # 1-7 s import on the GUI thread before)
-    assert r["max_gap_while_loading"] - 0.05 <= max(0.45, limit), r
+    assert r["max_gap_while_loading"] - 0.05 <= max(0.45 * load_factor(), limit), r
 
 
 @pytest.mark.slow
@@ -152,7 +154,7 @@ def test_segment_300_slices_and_write_without_freezing(make_napari_viewer, qtbot
             qtbot.wait(200)
         viewer.layers.remove("floor")
         floors.append(floor.max_stall)
-    limit = max(MAX_STALL, max(floors) + 0.15)
+    limit = max(MAX_STALL, max(floors) + 0.15) * load_factor()
     with heartbeat() as new:
         click(w._run)
         qtbot.waitUntil(lambda: w.last_result is not None, timeout=300_000)

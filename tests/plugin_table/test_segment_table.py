@@ -10,6 +10,7 @@ from qtpy.QtCore import QPoint, Qt, QTimer
 
 from napari_vismae._segment_table import COL_LOCK, COL_NAME, COL_SHOW, SegmentTableWidget
 from napari_vismae._tracking import locked_classes, set_locked_classes
+from tests.conftest import load_factor
 
 pytestmark = pytest.mark.gui
 
@@ -99,11 +100,11 @@ def test_large_volume_does_not_block_the_gui(make_napari_viewer, qtbot):
     timer.start(10)
     t0 = time.perf_counter()
     w.recompute()
-    assert time.perf_counter() - t0 < 0.25
+    assert time.perf_counter() - t0 < 0.25 * load_factor()
     _wait_rows(qtbot, w)
     timer.stop()
     gaps = np.diff([t0, *ticks])
-    assert gaps.max() < 0.25, f"the GUI thread stalled {gaps.max():.2f} s"
+    assert gaps.max() < 0.25 * load_factor(), f"the GUI thread stalled {gaps.max():.2f} s"
 
 
 def test_show_and_lock_check_boxes(make_napari_viewer, qtbot):

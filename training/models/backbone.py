@@ -77,7 +77,8 @@ def build_decoder_stages(cfg: SwinConfig) -> tuple[PatchExpanding, nn.ModuleList
 
 
 def init_weights(module: nn.Module, linear_init: str = "trunc_normal") -> None:
-    """Linear: xavier-uniform (the official MAE) or trunc-normal 0.02 (fine-tuning heads); LN 1/0."""
+    """Linear: xavier-uniform (the official MAE) or trunc-normal 0.02 (fine-tuning heads);
+    LayerNorm weight 1, bias 0."""
     for m in module.modules():
         if isinstance(m, nn.Linear):
             if linear_init == "xavier":

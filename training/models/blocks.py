@@ -72,7 +72,8 @@ def window_reverse(windows: torch.Tensor, ws: int, H: int, W: int) -> torch.Tens
 
 def relative_position_index(ws: int) -> torch.Tensor:
     """(ws², ws²) index into a (2ws-1)² table of relative position biases."""
-    coords = torch.stack(torch.meshgrid(torch.arange(ws), torch.arange(ws), indexing="ij")).flatten(1)
+    grid = torch.meshgrid(torch.arange(ws), torch.arange(ws), indexing="ij")
+    coords = torch.stack(grid).flatten(1)
     rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (ws - 1)
     return rel[..., 0] * (2 * ws - 1) + rel[..., 1]
 
@@ -155,7 +156,8 @@ class SwinBlock(nn.Module):
     def _shift_mask(self, H: int, W: int, device) -> torch.Tensor:
         key = (H, W, str(device))
         if key not in self._mask_cache:
-            self._mask_cache[key] = shifted_window_mask(H, W, self.window_size, self.shift_size, device)
+            self._mask_cache[key] = shifted_window_mask(H, W, self.window_size, self.shift_size,
+                                                        device)
         return self._mask_cache[key]
 
     def _attention(self, x: torch.Tensor) -> torch.Tensor:
@@ -197,7 +199,8 @@ class PatchEmbed(nn.Module):
         weight = self.proj.weight
         if x.shape[1] != weight.shape[1]:
             if x.shape[1] != 1:
-                raise ValueError(f"expected 1 or {weight.shape[1]} input channels, got {x.shape[1]}")
+                raise ValueError(f"expected 1 or {weight.shape[1]} input channels, "
+                                 f"got {x.shape[1]}")
             weight = weight.sum(1, keepdim=True)
         p = self.patch_size
         if x.shape[-2] % p or x.shape[-1] % p:

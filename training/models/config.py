@@ -68,12 +68,14 @@ class SwinConfig:
         if len(self.num_heads) != len(self.depths):
             errors.append(f"num_heads {self.num_heads} and depths {self.depths} differ in length")
         if len(self.decoder_depths) != len(self.depths) - 1:
-            errors.append(f"decoder_depths {self.decoder_depths} needs {len(self.depths) - 1} stages")
-        for dim, heads in zip(self.dims, self.num_heads):
+            errors.append(f"decoder_depths {self.decoder_depths} needs "
+                          f"{len(self.depths) - 1} stages")
+        for dim, heads in zip(self.dims, self.num_heads, strict=False):
             if dim % heads:
                 errors.append(f"width {dim} is not divisible by {heads} heads")
         if self.mask_unit % self.patch_size:
-            errors.append(f"mask_unit {self.mask_unit} px is not a multiple of patch {self.patch_size}")
+            errors.append(f"mask_unit {self.mask_unit} px is not a multiple of patch "
+                          f"{self.patch_size}")
         if not 0.0 <= self.mask_ratio < 1.0:
             errors.append(f"mask_ratio {self.mask_ratio} must be in [0, 1)")
         if self.img_size % self.size_multiple:
@@ -119,7 +121,8 @@ def get_config(preset: str | SwinConfig = "vismae", **overrides) -> SwinConfig:
         try:
             cfg = PRESETS[preset]
         except KeyError:
-            raise ValueError(f"unknown model preset {preset!r}; choose from {sorted(PRESETS)}") from None
+            raise ValueError(f"unknown model preset {preset!r}; "
+                             f"choose from {sorted(PRESETS)}") from None
     return cfg.replace(**overrides) if overrides else cfg
 
 

@@ -62,7 +62,8 @@ class SwinUNet(SwinBackbone):
         latent, skips = self.forward_encoder(self.patch_embed(x))
         x = self.first_patch_expanding(latent)
         L = self.cfg.num_stages
-        for i, (fuse, layer) in enumerate(zip(self.skip_connection_layers, self.layers_up)):
+        stages = zip(self.skip_connection_layers, self.layers_up, strict=True)
+        for i, (fuse, layer) in enumerate(stages):
             x = self._pointwise(fuse, torch.cat([x, skips[L - 2 - i]], dim=-1))
             x = layer(x)
         return self.norm_up(x)
