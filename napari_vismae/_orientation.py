@@ -50,7 +50,7 @@ def letters(viewer) -> dict[str, str] | None:
             return None  # a time axis is displayed
         spatial.append(axis + (3 - n_spatial))
     out = edge_letters(affine, (spatial[0], spatial[1]))
-    orient = getattr(viewer.camera, "orientation2d", ("down", "right"))
+    orient = getattr(_camera(viewer), "orientation2d", ("down", "right"))
     if str(orient[0]) == "up":
         out["top"], out["bottom"] = out["bottom"], out["top"]
     if str(orient[1]) == "left":
@@ -87,7 +87,7 @@ def install(viewer) -> None:
     viewer.layers.events.inserted.connect(_update)
     viewer.layers.events.removed.connect(_update)
     viewer.layers.selection.events.active.connect(_update)
-    camera_events = viewer.camera.events
+    camera_events = _camera(viewer).events
     for name in ("orientation", "orientation2d"):
         if hasattr(camera_events, name):
             getattr(camera_events, name).connect(_update)
@@ -111,3 +111,10 @@ def install_in_current_viewer() -> None:
         import logging
 
         logging.getLogger(__name__).debug("orientation letters not installed", exc_info=True)
+
+
+def _camera(viewer):
+    """The viewer's camera: ``viewer.scene.camera`` from napari 0.9 (``viewer.camera`` is
+    deprecated there), ``viewer.camera`` before."""
+    scene = getattr(viewer, "scene", None)
+    return getattr(scene, "camera", None) or viewer.camera

@@ -45,7 +45,7 @@ def test_upside_down_ct_opens_anterior_up_with_letters(make_napari_viewer, tmp_p
     assert image.metadata["orientation"]["plane"] == "axial"
     shot = viewer.screenshot(str(tmp_path / "ct.png"), canvas_only=True)
     assert shot.shape[0] > 100
-    viewer.camera.orientation2d = ("up", "right")  # flip the view: the letters follow
+    viewer.scene.camera.orientation2d = ("up", "right")  # flip the view: the letters follow
     assert _edges(viewer)["top"] == "P"
     assert not [n for n in notes if "Inconsistent units" in n]
 
