@@ -21,6 +21,10 @@ def test_builtin_cards_state_ct_abdomen(name):
     msg = card.domain_mismatch("MR", "HEAD")
     assert "the image is MR" in msg and "the image shows head" in msg and "abdomen" in msg
     assert "head" in card.domain_mismatch("CT", "HEAD")
+    # organs inside the region are the region (pydicom-data's abdominal CT says PANCREAS)
+    assert card.domain_mismatch("CT", "PANCREAS") is None
+    assert card.domain_mismatch("CT", "Kidney") is None
+    assert "brain" in card.domain_mismatch("CT", "BRAIN")
 
 
 def test_domain_round_trips_and_old_cards_fall_back_to_preprocessing(tmp_path):

@@ -31,6 +31,19 @@ def software_versions() -> dict:
             "python": platform.python_version()}
 
 
+# Organs and combined regions (DICOM BodyPartExamined terms, lower case, no spaces) that lie
+# inside a body region a card may name: a pancreas CT is an abdominal CT.
+REGION_PARTS = {
+    "abdomen": ("pancreas", "liver", "kidney", "spleen", "gallbladder", "adrenal", "stomach",
+                "bowel", "colon", "duodenum", "abdomenpelvis", "abdpelvis", "chestabdomen",
+                "chestabdpelvis", "abd"),
+    "chest": ("lung", "heart", "thorax", "breast", "chestabdomen", "chestabdpelvis"),
+    "head": ("brain", "skull", "headneck", "orbit", "sinus", "iac"),
+    "pelvis": ("bladder", "prostate", "uterus", "ovary", "hip", "abdomenpelvis", "abdpelvis",
+               "chestabdpelvis"),
+}
+
+
 @dataclass
 class ModelCard:
     """What a checkpoint is, what it expects as input, and where it came from."""
@@ -94,6 +107,7 @@ class ModelCard:
         region = "".join(ch for ch in (body_region or "").lower() if ch.isalnum())
         if region and self.body_regions and not any(
                 r.replace(" ", "") in region or region in r.replace(" ", "")
+                or region in REGION_PARTS.get(r.replace(" ", ""), ())
                 for r in self.body_regions):
             reasons.append(f"the image shows {body_region.strip().lower()}, the model was "
                            f"trained on {'/'.join(self.body_regions)}")
