@@ -14,7 +14,6 @@ Ratio = uncached seconds / cached seconds (> 1: the cache is faster).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 import time
@@ -29,7 +28,7 @@ from training.data.slice_datasets import CacheBudget, CachedDataset
 from training.finetune.engine import FinetuneConfig, finetune_steps, predict_and_score
 from training.models import build_model
 
-from .common import environment, interleaved, paired_ratio, write
+from .common import environment, interleaved, paired_ratio, report
 
 ORDER = (("uncached", 0), ("cached", 1024))
 
@@ -146,9 +145,7 @@ def main(argv=None) -> int:
     records = []
     for source in ("array", "csv_png"):
         records += bench_finetune_cache(args.slices, 8, args.steps, args.batch, source=source)
-    for r in records:
-        print(json.dumps({k: v for k, v in r.items() if k != "env"}))
-    print(f"appended to {write(records)}")
+    report(records)
     return 0
 
 

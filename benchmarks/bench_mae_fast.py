@@ -8,7 +8,6 @@ Appends JSON lines to ``benchmarks/results/latest.jsonl``.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 
@@ -19,7 +18,7 @@ from training.models.mae_fast import forward_encoder_fast
 from training.runtime.device import flush_denormals
 from training.runtime.optim import build_optimizer
 
-from .common import count_flops, environment, interleaved, sync, write
+from .common import count_flops, environment, interleaved, report, sync
 
 
 def bench_mae_fast(device, batch: int, rounds: int, preset: str = "vismae") -> list[dict]:
@@ -88,9 +87,7 @@ def main(argv=None) -> int:
     p.add_argument("--preset", default="vismae")
     args = p.parse_args(argv)
     records = bench_mae_fast(torch.device(args.device), args.batch, args.rounds, args.preset)
-    for r in records:
-        print(json.dumps({k: v for k, v in r.items() if k != "env"}))
-    print(f"appended to {write(records)}")
+    report(records)
     return 0
 
 

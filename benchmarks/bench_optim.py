@@ -7,7 +7,6 @@ ships it). Ratio = foreach seconds / fused seconds (> 1: fused is faster).
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import torch
@@ -15,7 +14,7 @@ import torch
 from training.models import build_model
 from training.runtime.optim import AdamW, _fusable, param_groups
 
-from .common import environment, interleaved, write
+from .common import environment, interleaved, report
 
 
 def bench_optimizer_step(device, rounds: int = 7) -> list[dict]:
@@ -50,9 +49,7 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=7)
     args = p.parse_args(argv)
     records = bench_optimizer_step(torch.device(args.device), args.rounds)
-    for r in records:
-        print(json.dumps({k: v for k, v in r.items() if k != "env"}))
-    print(f"appended to {write(records)}")
+    report(records)
     return 0
 
 

@@ -79,3 +79,12 @@ def write(records: list[dict], name: str = "latest.jsonl") -> Path:
         for r in records:
             f.write(json.dumps(r) + "\n")
     return path
+
+
+def report(records: list[dict], name: str = "latest.jsonl") -> Path:
+    """Print each record (without its environment) and append them all to ``results/name``."""
+    for r in records:
+        print(json.dumps({k: v for k, v in r.items() if k != "env"}))
+    path = write(records, name)
+    print(f"appended to {path}")
+    return path

@@ -6,12 +6,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 import torch
 
 from . import bench_finetune, bench_models, bench_optim, bench_pretrain
-from .common import write
+from .common import report
 
 
 def main(argv=None) -> int:
@@ -41,9 +40,7 @@ def main(argv=None) -> int:
     if (not args.only or "finetune" in args.only) and device.type == "cpu":
         for source in ("array", "csv_png"):
             records += bench_finetune.bench_finetune_cache(source=source)
-    for r in records:
-        print(json.dumps({k: v for k, v in r.items() if k != "env"}))
-    print(f"appended to {write(records)}")
+    report(records)
     return 0
 
 

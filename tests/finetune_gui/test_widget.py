@@ -20,6 +20,13 @@ LINEAGE = "weak-tiny-seg-corrected"
 STALL = 0.25
 
 
+def start_long_run(qtbot, w) -> None:
+    """Press Fine-tune for a run far longer than the test and wait until it is training."""
+    w._length.value = 5000
+    click(w._run)
+    qtbot.waitUntil(lambda: w._progress.value >= 2, timeout=120_000)
+
+
 def add_study(viewer, study, with_truth=True, prediction=None):
     """The sample's layout: the image, its ground truth (NOT a prediction), then the
     Segment widget's prediction layer (here an empty one), tracked from the start."""
@@ -163,9 +170,7 @@ def test_killed_child_is_an_error_not_a_crash(make_napari_viewer, qtbot, ft_stor
     for z in CORRECTED:
         brush(pred, z, truth)
     edited = np.array(pred.data)
-    w._length.value = 5000
-    click(w._run)
-    qtbot.waitUntil(lambda: w._progress.value >= 2, timeout=120_000)
+    start_long_run(qtbot, w)
     os.kill(w.run_view.proc.pid, signal.SIGKILL)
     notes.expect_errors = 1
     qtbot.waitUntil(lambda: len(notes.errors()) == 1, timeout=30_000)
@@ -187,9 +192,7 @@ def test_stop_button_keeps_the_previous_version(make_napari_viewer, qtbot, ft_st
     w = open_widget(viewer)
     for z in CORRECTED:
         brush(pred, z, truth)
-    w._length.value = 5000
-    click(w._run)
-    qtbot.waitUntil(lambda: w._progress.value >= 2, timeout=120_000)
+    start_long_run(qtbot, w)
     click(w._stop)
     qtbot.waitUntil(lambda: w.last_result is not None, timeout=60_000)
     assert w.last_result["status"] == "stopped-unsaved"
@@ -317,9 +320,7 @@ def test_closing_napari_ends_the_training_process(make_napari_viewer, qtbot, ft_
     w = open_widget(viewer)
     for z in CORRECTED:
         brush(pred, z, truth)
-    w._length.value = 5000
-    click(w._run)
-    qtbot.waitUntil(lambda: w._progress.value >= 2, timeout=120_000)
+    start_long_run(qtbot, w)
     proc = w.run_view.proc
     viewer.close()
     qtbot.waitUntil(lambda: not proc.is_alive(), timeout=10_000)

@@ -130,7 +130,6 @@ def cross_validate(make_model, dataset: SliceDataset, cfg, k: int | None = None,
 
 # -- CLI -----------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-
     p = argparse.ArgumentParser(
         prog="python -m training.evaluate",
         description="Evaluate a fine-tuned VIS-MAE checkpoint on labelled data (Dice/precision/"

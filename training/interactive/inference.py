@@ -86,6 +86,22 @@ def segment_steps(model, card: ModelCard, image: np.ndarray, *, slices: Sequence
     """
     if card.task != "segmentation":
         raise ValueError(f"model {card.name!r} is a {card.task} model, not a segmentation model")
+    vol, was_2d, idx, device, model = _prepare(model, image, slices, device)
+    labels = np.zeros(vol.shape, np.uint8)
+    scores = np.zeros(len(idx), np.float32) if uncertainty else None
+    probs_out = (np.zeros((len(idx), card.num_classes, *vol.shape[1:]), np.float16)
+                 if keep_probabilities else None)
+
+    def step(batch, done):
+        _segment_batch(model, vol, batch, card, modality, window, device, precision,
+                       labels, scores, probs_out, done)
+
+    ood = yield from _run_batches(model, card, idx, batch_size, step)
+    return SegmentationResult(labels[0] if was_2d else labels, idx, scores, probs_out, ood)
+
+
+def _prepare(model, image: np.ndarray, slices, device):
+    """-> (slices volume, was 2-D, checked slice indices, device, model on it in eval mode)."""
     vol, was_2d = _as_slices(image)
     if not np.issubdtype(vol.dtype, np.number):
         raise ValueError(f"image has non-numeric dtype {vol.dtype}")
@@ -94,11 +110,13 @@ def segment_steps(model, card: ModelCard, image: np.ndarray, *, slices: Sequence
     if bad:
         raise ValueError(f"slice indices {bad[:5]} outside 0..{vol.shape[0] - 1}")
     device = torch.device(device) if not isinstance(device, torch.device) else device
-    model = model.to(device).eval()
-    labels = np.zeros(vol.shape, np.uint8)
-    scores = np.zeros(len(idx), np.float32) if uncertainty else None
-    probs_out = (np.zeros((len(idx), card.num_classes, *vol.shape[1:]), np.float16)
-                 if keep_probabilities else None)
+    return vol, was_2d, idx, device, model.to(device).eval()
+
+
+def _run_batches(model, card: ModelCard, idx: list[int], batch_size: int, step):
+    """Call ``step(batch, done)`` for each batch of ``idx``, yielding :class:`Progress`;
+    returns the per-slice OOD scores read from the encoder in the same pass (None when
+    the card has no reference statistics)."""
     ref = reference_of(card)
     ood = np.zeros(len(idx), np.float32) if ref is not None else None
     tap = FeatureTap(model) if ref is not None else None
@@ -106,8 +124,7 @@ def segment_steps(model, card: ModelCard, image: np.ndarray, *, slices: Sequence
     try:
         yield Progress(0, len(idx))
         for batch in _batches(idx, batch_size):
-            _segment_batch(model, vol, batch, card, modality, window, device, precision,
-                           labels, scores, probs_out, done)
+            step(batch, done)
             if tap is not None:
                 ood[done:done + len(batch)] = slice_scores(tap.take(), ref)
             done += len(batch)
@@ -115,7 +132,7 @@ def segment_steps(model, card: ModelCard, image: np.ndarray, *, slices: Sequence
     finally:
         if tap is not None:
             tap.close()
-    return SegmentationResult(labels[0] if was_2d else labels, idx, scores, probs_out, ood)
+    return ood
 
 
 def _segment_batch(model, vol, batch, card, modality, window, device, precision, labels, scores,
@@ -153,28 +170,15 @@ def classify_steps(model, card: ModelCard, image: np.ndarray, *,
     """Class probabilities per slice of ``image``; yields :class:`Progress` per batch."""
     if card.task != "classification":
         raise ValueError(f"model {card.name!r} is a {card.task} model, not a classifier")
-    vol, _ = _as_slices(image)
-    idx = list(range(vol.shape[0])) if slices is None else [int(i) for i in slices]
-    device = torch.device(device) if not isinstance(device, torch.device) else device
-    model = model.to(device).eval()
+    vol, _, idx, device, model = _prepare(model, image, slices, device)
     out = np.zeros((len(idx), card.num_classes), np.float32)
-    ref = reference_of(card)
-    ood = np.zeros(len(idx), np.float32) if ref is not None else None
-    tap = FeatureTap(model) if ref is not None else None
-    done = 0
-    try:
-        yield Progress(0, len(idx))
-        for batch in _batches(idx, batch_size):
-            x = _input_batch(vol, batch, card, modality, window, device)
-            with torch.inference_mode(), autocast_for(device, precision):
-                out[done:done + len(batch)] = model(x).float().softmax(1).cpu().numpy()
-            if tap is not None:
-                ood[done:done + len(batch)] = slice_scores(tap.take(), ref)
-            done += len(batch)
-            yield Progress(done, len(idx))
-    finally:
-        if tap is not None:
-            tap.close()
+
+    def step(batch, done):
+        x = _input_batch(vol, batch, card, modality, window, device)
+        with torch.inference_mode(), autocast_for(device, precision):
+            out[done:done + len(batch)] = model(x).float().softmax(1).cpu().numpy()
+
+    ood = yield from _run_batches(model, card, idx, batch_size, step)
     return ClassificationResult(out, idx, ood)
 
 
