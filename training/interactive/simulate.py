@@ -209,6 +209,9 @@ def run_benchmark(cfg: SimConfig, out: str | Path, work: str | Path | None = Non
                     ds, cfg, work / dname, progress)
             ds = data[dname]
             image, truth = ds.volume(seed)
+            if max(cfg.ks) >= len(image):
+                raise ValueError(f"k up to {max(cfg.ks)}, but the {dname} volume has "
+                                 f"{len(image)} slices: some must stay uncorrected")
             classes = sorted(int(c) for c in np.unique(truth) if c > 0)
             for start in [*cfg.starts, "reference"]:
                 base = work / dname / start
@@ -297,6 +300,10 @@ def main(argv=None) -> int:
             "session_steps": args.session_steps}
     cfg = dataclasses.replace(cfg, device=args.device, **{
         k: tuple(v) if isinstance(v, list) else v for k, v in over.items() if v is not None})
+    if not cfg.ks or min(cfg.ks) < 1:
+        print(f"error: --ks must be >= 1 (k = 0, the starting model, is always measured), got "
+              f"{list(cfg.ks)}", file=sys.stderr)
+        return 2
     if args.restart:
         (args.out / "simulated_user.csv").unlink(missing_ok=True)
     try:
