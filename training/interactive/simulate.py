@@ -175,12 +175,68 @@ def segment(model_dir: Path, image, slices=None, device="cpu", ranking=False):
     return run(segment_steps(model, card, image, slices=slices, device=device)).labels, None
 
 
+def _one_seed(cfg, sel_, seed, data, meta, rows, done, work, csv_path, bar, progress):
+    """The rows of one selection rule and seed (the reference's too), skipping done ones."""
+    from training.interactive import simulate_data as models
+
+    key = cfg.key()
+    for dname in cfg.datasets:
+        if dname not in data:
+            data[dname] = ds = models.load_data(dname, cfg)
+            meta["data"][dname] = ds.describe
+            meta["starting_models"][dname], meta["recipe"] = models.prepare_models(
+                ds, cfg, work / dname, progress)
+        ds = data[dname]
+        image, truth = ds.volume(seed)
+        if max(cfg.ks) >= len(image):
+            raise ValueError(f"k up to {max(cfg.ks)}, but the {dname} volume has "
+                             f"{len(image)} slices: some must stay uncorrected")
+        classes = sorted(int(c) for c in np.unique(truth) if c > 0)
+        for start in [*cfg.starts, "reference"]:
+            base = work / dname / start
+            wanted = [(sel_, mode, k) for mode in cfg.modes for k in (0, *cfg.ks)] \
+                if start != "reference" else [("all", "none", 0)]
+            todo = [w for w in wanted if report.row_key(
+                {"dataset": dname, "start": start, "selection": w[0], "mode": w[1],
+                 "k": w[2], "seed": seed}) not in done]
+            if not todo:
+                continue
+            pred, ranking = segment(base, image, device=cfg.device,
+                                    ranking=sel_ == "active" and start != "reference")
+            for sel, mode, k in todo:
+                row = {"dataset": dname, "start": start, "selection": sel, "mode": mode,
+                       "k": k, "seed": seed, "config": key}
+                corrected = choose_slices(len(image), k, sel, seed, ranking) if k else []
+                start_score = score_uncorrected(pred, truth, corrected, classes)
+                t1 = time.perf_counter()
+                if k:
+                    shutil.rmtree(work / "session", ignore_errors=True)
+                    new = correct_and_finetune(base, image, truth, pred, corrected, mode,
+                                               seed, cfg, work / "session", ds.modality,
+                                               ds.window)
+                    after, _ = segment(new, image, slices=start_score["scored"],
+                                       device=cfg.device)
+                    score = score_uncorrected(after, truth, corrected, classes)
+                    shutil.rmtree(work / "session", ignore_errors=True)
+                else:
+                    score = start_score
+                row.update(report.row_values(score, start_score, corrected, ds.classes,
+                                             time.perf_counter() - t1))
+                rows.append(row)
+                done.add(report.row_key(row))
+                report.write_rows(csv_path, rows)
+                if k:
+                    bar.update(1, dice=row["dice"])
+                if progress:
+                    print(f"{dname} {start} {sel} {mode} k={k} seed {seed}: Dice "
+                          f"{row['dice']:.3f} (start {row['start_dice']:.3f})",
+                          file=sys.stderr, flush=True)
+
+
 # -- the run -----------------------------------------------------------------------------------
 def run_benchmark(cfg: SimConfig, out: str | Path, work: str | Path | None = None,
                   progress: bool = True) -> list[dict]:
     """Run every missing row (appending to the CSV), then write the JSON and the plot."""
-    from training.interactive import simulate_data as models
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     work = Path(work) if work else out / "_work"
@@ -200,59 +256,12 @@ def run_benchmark(cfg: SimConfig, out: str | Path, work: str | Path | None = Non
     bar = Progress(n_runs, "simulated user", unit="run", enabled=progress)
     bar.update(sum(1 for r in rows if int(r["k"]) > 0))
     data = {}
-    for seed in cfg.seeds:  # seeds outermost: a cut-off run has whole seeds everywhere
-        for dname in cfg.datasets:
-            if dname not in data:
-                data[dname] = ds = models.load_data(dname, cfg)
-                meta["data"][dname] = ds.describe
-                meta["starting_models"][dname], meta["recipe"] = models.prepare_models(
-                    ds, cfg, work / dname, progress)
-            ds = data[dname]
-            image, truth = ds.volume(seed)
-            if max(cfg.ks) >= len(image):
-                raise ValueError(f"k up to {max(cfg.ks)}, but the {dname} volume has "
-                                 f"{len(image)} slices: some must stay uncorrected")
-            classes = sorted(int(c) for c in np.unique(truth) if c > 0)
-            for start in [*cfg.starts, "reference"]:
-                base = work / dname / start
-                wanted = [(sel, mode, k) for sel in cfg.selections for mode in cfg.modes
-                          for k in (0, *cfg.ks)] if start != "reference" else [("all", "none", 0)]
-                todo = [w for w in wanted if report.row_key(
-                    {"dataset": dname, "start": start, "selection": w[0], "mode": w[1],
-                     "k": w[2], "seed": seed}) not in done]
-                if not todo:
-                    continue
-                pred, ranking = segment(base, image, device=cfg.device,
-                                        ranking="active" in cfg.selections and start != "reference")
-                for sel, mode, k in todo:
-                    row = {"dataset": dname, "start": start, "selection": sel, "mode": mode,
-                           "k": k, "seed": seed, "config": key}
-                    corrected = choose_slices(len(image), k, sel, seed, ranking) if k else []
-                    start_score = score_uncorrected(pred, truth, corrected, classes)
-                    t1 = time.perf_counter()
-                    if k:
-                        shutil.rmtree(work / "session", ignore_errors=True)
-                        new = correct_and_finetune(base, image, truth, pred, corrected, mode,
-                                                   seed, cfg, work / "session", ds.modality,
-                                                   ds.window)
-                        after, _ = segment(new, image, slices=start_score["scored"],
-                                           device=cfg.device)
-                        score = score_uncorrected(after, truth, corrected, classes)
-                        shutil.rmtree(work / "session", ignore_errors=True)
-                    else:
-                        score = start_score
-                    row.update(report.row_values(score, start_score, corrected, ds.classes,
-                                                 time.perf_counter() - t1))
-                    rows.append(row)
-                    done.add(report.row_key(row))
-                    report.write_rows(csv_path, rows)
-                    if k:
-                        bar.update(1, dice=row["dice"])
-                    if progress:
-                        print(f"{dname} {start} {sel} {mode} k={k} seed {seed}: Dice "
-                              f"{row['dice']:.3f} (start {row['start_dice']:.3f})",
-                              file=sys.stderr, flush=True)
-        report.write_outputs(out, rows, cfg, meta, time.perf_counter() - t0)
+    # the whole grid of the first selection rule before the next, and within one rule seeds
+    # outermost: a cut-off run has whole seeds everywhere
+    for sel_ in cfg.selections:
+        for seed in cfg.seeds:
+            _one_seed(cfg, sel_, seed, data, meta, rows, done, work, csv_path, bar, progress)
+            report.write_outputs(out, rows, cfg, meta, time.perf_counter() - t0)
     bar.close()
     report.write_outputs(out, rows, cfg, meta, time.perf_counter() - t0)
     return rows

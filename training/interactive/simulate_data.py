@@ -103,15 +103,16 @@ class MNIData(Dataset):
         ti, tl = mni152.mni152_slices("train")
         small = np.linspace(0, len(ti) - 1, n_small).round().astype(int)
         self._test = mni152.mni152_slices("test")
+        val = mni152.mni152_slices("val")
         super().__init__(
             name="mni152", classes=mni152.CLASSES,
             prep=Preprocessing(input_size=input_size, modality="MR"), modality="MR",
             window=None, unlabeled=ti, small=(ti[small], tl[small]), pool=(ti, tl),
-            val=mni152.mni152_slices("val"),
+            val=val,
             describe=(f"{mni152.SOURCE}; axial slices in blocks with gaps: the {len(ti)} "
                       f"'train' slices are the MAE's unlabelled pool and the reference's "
                       f"labelled pool, {n_small} of them spread evenly label the starting "
-                      f"model; 'val' ({len(self.val[0])}) selects models; the held-out "
+                      f"model; 'val' ({len(val[0])}) selects models; the held-out "
                       f"volume is the {len(self._test[0])} 'test' slices"))
 
     def volume(self, seed: int):
@@ -142,6 +143,58 @@ def _fingerprint(cfg, ds: Dataset, start: str) -> str:
     return hashlib.sha256(f"{cfg.key()}|{ds.name}|{start}".encode()).hexdigest()[:12]
 
 
+def pretrain_mae(ds: Dataset, cfg, arch, path: Path, progress: bool) -> dict:
+    """The issue-14 pretraining recipe (as the label-efficiency study's): per-sample
+    augmentation (:class:`training.data.augment.PretrainAugment`), 8-px mask units, per-patch
+    normalised targets; ``pretrain_quick``'s loop. Records the input-use check."""
+    import inspect
+
+    import torch
+
+    from training.data.augment import PretrainAugment, pretrain_augment
+    from training.data.preprocessing import to_model_input
+    from training.finetune.label_efficiency import pretrain_quick
+    from training.models import build_model
+    from training.models.input_check import describe_check, input_use_check
+    from training.weights.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    mae = build_model("mae", arch.replace(mask_unit=8, norm_pix_loss=True))
+    unit, aug = _unit(ds.unlabeled, ds.prep, ds.modality), PretrainAugment()
+    t0 = time.perf_counter()
+    if "augment" in inspect.signature(pretrain_quick).parameters:
+        how = "pretrain_quick(augment=PretrainAugment())"
+        losses = pretrain_quick(mae, unit, cfg.pretrain_steps, ds.prep, cfg.pretrain_batch,
+                                1.5e-3, device=cfg.device, progress=progress, augment=aug)
+    else:  # an older pretrain_quick: as many augmented samples as it will draw, drawn once
+        how = "pretrain_quick on steps x batch augmented copies (one per draw)"
+        g = torch.Generator().manual_seed(0)
+        n = cfg.pretrain_steps * cfg.pretrain_batch
+        pool = torch.stack([pretrain_augment(unit[i % len(unit)], aug, g) for i in range(n)])
+        losses = pretrain_quick(mae, pool, cfg.pretrain_steps, ds.prep, cfg.pretrain_batch,
+                                1.5e-3, device=cfg.device, progress=progress)
+    mae.cpu().eval()
+    check_x = to_model_input(_unit(ds.val[0], ds.prep, ds.modality), ds.prep)
+    grid = (check_x.shape[-2] // arch.patch_size, check_x.shape[-1] // arch.patch_size)
+    mask = mae.random_mask(check_x.shape[0], grid, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        check = input_use_check(mae, check_x, mask, to_model_input(unit.mean(0, keepdim=True),
+                                                                    ds.prep))
+    meta = {"steps": cfg.pretrain_steps, "images": len(ds.unlabeled), "how": how,
+            "augment": aug.to_dict(), "mask_unit": 8, "norm_pix_loss": True,
+            "loss_first_50": float(np.mean(losses[:50])),
+            "loss_last_50": float(np.mean(losses[-50:])),
+            "input_use_check": describe_check(check),
+            "seconds": round(time.perf_counter() - t0, 1)}
+    save_checkpoint(mae, path, name=f"{ds.name} MAE (simulated-user benchmark)",
+                    preprocessing=ds.prep.to_dict(), overwrite=True,
+                    provenance={"simulate_key": _fingerprint(cfg, ds, "mae-pretrained"),
+                                "simulate": meta})
+    if progress:
+        print(f"{ds.name} MAE: {meta['input_use_check']}", file=sys.stderr, flush=True)
+    return meta
+
+
 def prepare_models(ds: Dataset, cfg, folder: Path, progress: bool = True) -> tuple[dict, dict]:
     """The MAE (if a start needs it), the starting segmenters ``mae``/``random`` and the
     ``reference`` (random init, the whole labelled pool) in ``folder``; kept ones are reused.
@@ -150,8 +203,8 @@ def prepare_models(ds: Dataset, cfg, folder: Path, progress: bool = True) -> tup
 
     from training.data.datasets import ArrayDataset
     from training.finetune.engine import FinetuneConfig, build_finetune_model, finetune_steps
-    from training.finetune.label_efficiency import pretrain_quick
-    from training.models import build_model
+    from training.finetune.recipe import resolve
+    from training.models.config import get_config
     from training.weights.checkpoint import read_model_card, save_checkpoint
 
     info: dict = {}
@@ -168,23 +221,10 @@ def prepare_models(ds: Dataset, cfg, folder: Path, progress: bool = True) -> tup
         info[start] = card.provenance.get("simulate", {})
         return True
 
+    arch = get_config(cfg.preset, img_size=cfg.input_size)
     mae_dir = folder / "mae-pretrained"
     if "mae" in cfg.starts and not fresh(mae_dir, "mae-pretrained"):
-        torch.manual_seed(0)
-        mae = build_model("mae", cfg.preset)
-        t0 = time.perf_counter()
-        losses = pretrain_quick(mae, _unit(ds.unlabeled, ds.prep, ds.modality),
-                                cfg.pretrain_steps, ds.prep, cfg.pretrain_batch, 1.5e-3,
-                                device=cfg.device, progress=progress)
-        meta = {"steps": cfg.pretrain_steps, "images": len(ds.unlabeled),
-                "loss_first_50": float(np.mean(losses[:50])),
-                "loss_last_50": float(np.mean(losses[-50:])),
-                "seconds": round(time.perf_counter() - t0, 1)}
-        save_checkpoint(mae, mae_dir, name=f"{ds.name} MAE (simulated-user benchmark)",
-                        preprocessing=ds.prep.to_dict(), overwrite=True,
-                        provenance={"simulate_key": _fingerprint(cfg, ds, "mae-pretrained"),
-                                    "simulate": meta})
-        info["mae-pretrained"] = meta
+        info["mae-pretrained"] = pretrain_mae(ds, cfg, arch, mae_dir, progress)
     val = ArrayDataset(*ds.val, prep=ds.prep, modality=ds.modality, window=ds.window)
     for start in [*cfg.starts, "reference"]:
         path = folder / start
@@ -192,14 +232,16 @@ def prepare_models(ds: Dataset, cfg, folder: Path, progress: bool = True) -> tup
             continue
         images, masks = ds.pool if start == "reference" else ds.small
         train = ArrayDataset(images, masks, prep=ds.prep, modality=ds.modality, window=ds.window)
+        evals = 4
+        fcfg = resolve(FinetuneConfig(task="segmentation", num_classes=nc, epochs=evals,
+                                      steps_per_epoch=max(1, cfg.start_steps // evals),
+                                      batch_size=cfg.start_batch, lr=cfg.start_lr,
+                                      warmup_epochs=0.5, seed=0, device=cfg.device),
+                       pretrained=start == "mae")
         torch.manual_seed(0)
         model, _, _, parent = build_finetune_model(
-            "segmentation", nc, str(mae_dir) if start == "mae" else None, cfg.preset)
-        evals = 4
-        fcfg = FinetuneConfig(task="segmentation", num_classes=nc, epochs=evals,
-                              steps_per_epoch=max(1, cfg.start_steps // evals),
-                              batch_size=cfg.start_batch, lr=cfg.start_lr, warmup_epochs=0.5,
-                              seed=0, device=cfg.device)
+            "segmentation", nc, str(mae_dir) if start == "mae" else None, arch,
+            encoder_only=fcfg.transfer == "encoder", rescale=fcfg.rescale)
         t0, best, best_dice = time.perf_counter(), None, None
         for ev in finetune_steps(model, train, val, fcfg, class_names=names):
             if ev["kind"] == "epoch" and ev.get("is_best"):
@@ -207,7 +249,9 @@ def prepare_models(ds: Dataset, cfg, folder: Path, progress: bool = True) -> tup
                 best_dice = ev.get("val_dice")
         if best is not None:
             model.load_state_dict(best)
-        meta = {"init": parent, "labelled_slices": len(train), "steps": cfg.start_steps,
+        meta = {"init": parent, "recipe": {k: getattr(fcfg, k) for k in (
+                    "transfer", "rescale", "layer_decay", "freeze_encoder_steps")},
+                "labelled_slices": len(train), "steps": cfg.start_steps,
                 "batch": cfg.start_batch, "lr": cfg.start_lr, "val_dice": best_dice,
                 "seconds": round(time.perf_counter() - t0, 1)}
         save_checkpoint(model.cpu(), path, name=f"{ds.name} {start} start",
@@ -222,11 +266,7 @@ def prepare_models(ds: Dataset, cfg, folder: Path, progress: bool = True) -> tup
 
 
 def recipe_info() -> dict:
-    """What the fine-tune recipe module offers when this runs (recorded in the results)."""
-    try:
-        from training.finetune import recipe  # noqa: F401  (added by the label-efficiency work)
-    except ImportError:
-        return {"recipe_module": None}
-    return {"recipe_module": "training.finetune.recipe",
-            "defaults": {k: v for k, v in vars(recipe).items()
-                         if k.isupper() and isinstance(v, (int, float, str, bool, tuple, dict))}}
+    """The fine-tune recipe of pretrained and random inits when this runs (for the results)."""
+    from training.finetune import recipe
+    return {"pretrained_default": recipe.PRETRAINED_DEFAULT.to_dict(),
+            "random": dict(recipe.NEUTRAL), "paper": recipe.PAPER.to_dict()}
