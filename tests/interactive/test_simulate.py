@@ -142,7 +142,7 @@ def test_cli_writes_outputs(tmp_path, monkeypatch, capsys):
                      "--threads", "1"]) == 0
     assert "slices to reference" in capsys.readouterr().out
     assert {p.name for p in (tmp_path / "o").iterdir()} == {
-        "simulated_user.csv", "simulated_user.json", "simulated_user.png"}
+        "simulated_user.csv", "simulated_user.json", "simulated_user.png", "tables.md"}
     assert sim.main(["--quick", "--out", str(tmp_path / "o"), "--ks", "0"]) == 2
 
 

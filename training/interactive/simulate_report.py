@@ -121,6 +121,7 @@ def write_outputs(out: Path, rows: Sequence[dict], cfg, meta: dict, seconds: flo
                                                   for k, v in c.items()}
                        for arm, c in sorted(curves(rows).items())}}
     atomic_write_text(out / "simulated_user.json", json.dumps(meta, indent=1) + "\n")
+    atomic_write_text(out / "tables.md", markdown(rows, meta))
     plot(rows, out / "simulated_user.png", meta["targets"])
 
 
@@ -177,3 +178,39 @@ def text_summary(rows: Sequence[dict], meta: dict) -> str:
         lines.append(f"{' '.join(h[a] for a in ARM)}: slices to reference "
                      f"{fmt(h['to_reference'])}, to fixed {fmt(h['to_fixed'])}")
     return "\n".join(lines)
+
+
+def markdown(rows: Sequence[dict], meta: dict) -> str:
+    """The results as Markdown: Dice vs k (mean ± std over seeds, n seeds) per arm, the gain
+    over the starting model on the same slices, and the slices needed per target."""
+    cs, gains = curves(rows), curves(rows, "gain")
+    ks = sorted({k for c in cs.values() for k in c})
+    out = ["| dataset | start | selection | mode | " + " | ".join(f"k={k}" for k in ks) + " |",
+           "|" + "---|" * (4 + len(ks))]
+    for arm, c in sorted(cs.items()):
+        cells = [f"{c[k]['mean']:.3f} ± {c[k]['std']:.3f}" if k in c else "" for k in ks]
+        out.append(f"| {' | '.join(arm)} | " + " | ".join(cells) + " |")
+    n = sorted({v["n"] for c in cs.values() for v in c.values()})
+    out += ["", f"Seeds per cell: {', '.join(map(str, n))}. k = 0: the starting model on "
+            "every slice.", "", "Gain over the starting model on the same (uncorrected) "
+            "slices, mean ± std:", "",
+            "| dataset | start | selection | mode | " + " | ".join(
+                f"k={k}" for k in ks if k) + " |", "|" + "---|" * (4 + len(ks) - 1)]
+    for arm, c in sorted(gains.items()):
+        cells = [f"{c[k]['mean']:+.3f} ± {c[k]['std']:.3f}" if k in c else "" for k in ks
+                 if k]
+        out.append(f"| {' | '.join(arm)} | " + " | ".join(cells) + " |")
+    out += ["", "| dataset | target | Dice |", "|---|---|---|"]
+    for ds, t in meta["targets"].items():
+        if t["reference"] is not None:
+            out.append(f"| {ds} | full supervision (reference) | {t['reference']:.3f} ± "
+                       f"{t['reference_std']:.3f} |")
+        out.append(f"| {ds} | fixed | {t['fixed']:.2f} |")
+    out += ["", "| dataset | start | selection | mode | slices to full-supervision Dice | "
+            "slices to fixed target |", "|---|---|---|---|---|---|"]
+    for h in meta["slices_to_target"]:
+        def fmt(v, h=h):
+            return f"> {h['k_max']}" if v is None else str(v)
+        out.append(f"| {' | '.join(h[a] for a in ARM)} | {fmt(h['to_reference'])} | "
+                   f"{fmt(h['to_fixed'])} |")
+    return "\n".join(out) + "\n"
