@@ -89,6 +89,9 @@ def test_slices_to_target_from_a_table():
                                    "slices_to_target": report.headline(rows, [0.8])})
     assert "| phantom | mae | even | full | 10 | 5 |" in table
     assert "| phantom | random | even | full | > 10 | 0 |" in table
+    assert "| phantom | even | full | -0.220 ± 0.000 [0/2] | +0.200 ± 0.000 [2/2] |" in table
+    pd = report.paired_differences(rows)[("phantom", "even", "full")]
+    assert pd[5] == {"mean": pytest.approx(0.05), "std": pytest.approx(0.0), "n": 2, "wins": 2}
 
 
 def test_the_gui_job_trains_on_exactly_the_corrected_slices(tmp_path):

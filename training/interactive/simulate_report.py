@@ -76,6 +76,23 @@ def curves(rows: Sequence[dict], key: str = "dice") -> dict[tuple, dict[int, dic
                       "values": v} for k, v in sorted(ks.items())} for arm, ks in acc.items()}
 
 
+def paired_differences(rows: Sequence[dict]) -> dict[tuple, dict[int, dict]]:
+    """{(dataset, selection, mode): {k: mean, std, n, wins}} of Dice(mae) - Dice(random) over
+    rows that match in everything else."""
+    by = {row_key(r): float(r["dice"]) for r in rows}
+    acc: dict = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        if r["start"] != "mae":
+            continue
+        other = by.get(row_key({**r, "start": "random"}))
+        if other is not None:
+            acc[(r["dataset"], r["selection"], r["mode"])][int(r["k"])].append(
+                float(r["dice"]) - other)
+    return {arm: {k: {"mean": float(np.mean(v)), "std": float(np.std(v)), "n": len(v),
+                      "wins": int(sum(d > 0 for d in v))} for k, v in sorted(ks.items())}
+            for arm, ks in acc.items()}
+
+
 def slices_to_target(curve: dict[int, dict], target: float) -> int | None:
     """The fewest corrected slices whose mean Dice reaches ``target`` (0: the starting model
     already does; None: no ``k`` measured does)."""
@@ -203,6 +220,16 @@ def markdown(rows: Sequence[dict], meta: dict) -> str:
         cells = [f"{c[k]['mean']:+.3f} ± {c[k]['std']:.3f}" if k in c else "" for k in ks
                  if k]
         out.append(f"| {' | '.join(arm)} | " + " | ".join(cells) + " |")
+    paired = paired_differences(rows)
+    if paired:
+        out += ["", "MAE start minus random start, paired (same volume, slices, mode and seed), "
+                "mean ± std [MAE better in n of N pairs]:", "",
+                "| dataset | selection | mode | " + " | ".join(f"k={k}" for k in ks) + " |",
+                "|" + "---|" * (3 + len(ks))]
+        for arm, c in sorted(paired.items()):
+            cells = [f"{c[k]['mean']:+.3f} ± {c[k]['std']:.3f} [{c[k]['wins']}/{c[k]['n']}]"
+                     if k in c else "" for k in ks]
+            out.append(f"| {' | '.join(arm)} | " + " | ".join(cells) + " |")
     out += ["", "| dataset | full-supervision (reference) Dice on the held-out volume |",
             "|---|---|"]
     for ds, t in meta["targets"].items():
