@@ -26,6 +26,25 @@ class _SumSquares(torch.autograd.Function):
         return y * (2 * g).unsqueeze(-1)
 
 
+def _sum_squares_chunked(x: torch.Tensor, E: torch.Tensor, ss: int,
+                         rows: int = 512) -> torch.Tensor:
+    """(N, ss): Σ_j y_kj² of y = x Eᵀ viewed (N, ss, Eo), a few hundred rows at a time.
+
+    The full y (p² times the decoder tokens: 38 MB for two 224² images) would be written
+    to fresh, page-faulted memory and read back; a chunk stays in cache and its buffer is
+    reused (measured ~1.8x faster for this step on CPU). Inference only (no autograd).
+    """
+    n = x.shape[0]
+    out = x.new_empty(n, ss)
+    buf = x.new_empty(min(rows, n), E.shape[0])
+    Et = E.t()
+    for s in range(0, n, rows):
+        e = min(n, s + rows)
+        y = torch.mm(x[s:e], Et, out=buf[:e - s])
+        torch.linalg.vector_norm(y.view(e - s, ss, -1), dim=-1, out=out[s:e])
+    return out.square_()
+
+
 class SwinUNet(SwinBackbone):
     """Per-pixel logits (B, num_classes, H, W).
 
@@ -106,7 +125,11 @@ class SwinUNet(SwinBackbone):
         # statistics by reductions that never write a tensor the size of y (var_mean,
         # y.square() and LayerNorm itself each cost ~10x a plain sum over y on CPU)
         mean = F.linear(x, E.view(ss, Eo, C).mean(1)).unsqueeze(-1)  # (B, h, w, ss, 1)
-        mean_sq = _SumSquares.apply(F.linear(x, E).view(B, h, w, ss, Eo)).unsqueeze(-1) / Eo
+        if torch.is_grad_enabled():
+            mean_sq = _SumSquares.apply(F.linear(x, E).view(B, h, w, ss, Eo))
+        else:
+            mean_sq = _sum_squares_chunked(x.reshape(-1, C), E, ss).view(B, h, w, ss)
+        mean_sq = mean_sq.unsqueeze(-1) / Eo
         var = (mean_sq - mean.square()).clamp_min(0)
         num = F.linear(x, A).view(B, h, w, ss, K)
         return (num - mean * Wg.sum(1)) * torch.rsqrt(var + fpe.norm.eps) + W @ fpe.norm.bias
