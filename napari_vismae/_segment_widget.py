@@ -24,6 +24,8 @@ from magicgui.widgets import (
     create_widget,
 )
 
+from training.interactive import CPU_BATCH
+
 from ._domain import DomainGuard, fit_height
 from ._layers import (
     apply_prediction_diff,
@@ -46,9 +48,10 @@ if TYPE_CHECKING:
 SCOPES = ("current slice", "all slices", "slice range")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16")
-# batch size on CPU: measured with benchmarks/bench_plugin.py (CPU-seconds per slice are
-# flat from batch 1 to 8 while peak memory grows with the batch); GPUs take bigger batches
-DEFAULT_BATCH = 2
+# batch size on CPU, chosen by measurement (``python -m benchmarks.bench_models
+# --cpu-batch``: CPU-seconds per slice are about flat from batch 1 to 4 and worse at 8, while
+# peak memory grows with the batch); the engine's default too. GPUs take bigger batches.
+DEFAULT_BATCH = CPU_BATCH
 
 
 def wrap(label: Label) -> Label:
