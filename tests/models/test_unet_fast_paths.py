@@ -36,3 +36,16 @@ def test_chunked_sum_of_squares_matches_the_full_product():
     ref = (x @ E.t()).view(1000, 16, 5).square().sum(-1)
     for rows in (7, 256, 4096):  # a ragged last chunk, several chunks, one chunk
         torch.testing.assert_close(_sum_squares_chunked(x, E, 16, rows), ref, atol=1e-10, rtol=0)
+
+
+def test_chunked_sum_of_squares_gradients():
+    from training.models.segmentation import _ExpandSumSquares
+
+    torch.manual_seed(0)
+    x = torch.randn(23, 6, dtype=torch.float64, requires_grad=True)
+    E = torch.randn(4 * 3, 6, dtype=torch.float64, requires_grad=True)
+    for rows in (5, 64):  # ragged chunks; one chunk
+        torch.autograd.gradcheck(lambda a, b, r=rows: _ExpandSumSquares.apply(a, b, 4, r), (x, E))
+    got = _ExpandSumSquares.apply(x, E, 4, 5)
+    torch.testing.assert_close(got, (x @ E.t()).view(23, 4, 3).square().sum(-1), atol=1e-12,
+                               rtol=0)

@@ -192,7 +192,8 @@ class SwinBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if _no_autograd() and not self.training:  # inference: residuals added in place
-            x = self._attention(self.norm1(x)).add_(x)  # a fresh tensor (roll / reverse)
+            a = self._attention(self.norm1(x))  # a fresh tensor (roll / window reverse)
+            x = a.add_(x) if a.is_contiguous() else a + x  # cropped padding: a contiguous sum
             return x.add_(self.mlp(self.norm2(x)))
         x = x + self.drop_path(self._attention(self.norm1(x)))
         return x + self.drop_path(self.mlp(self.norm2(x)))
