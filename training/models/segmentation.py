@@ -50,8 +50,8 @@ class _ExpandSumSquares(torch.autograd.Function):
                       out=gy.view(e - s, ss, -1))
             if want_x:
                 torch.mm(gy, E, out=gx[s:e])
-            if want_E:
-                gE.addmm_(gy.t(), x[s:e])
+            if want_E:  # (mm then add_: FLOP counters miss an in-place addmm_)
+                gE.add_(torch.mm(gy.t(), x[s:e]))
         return gx, gE, None, None
 
 
