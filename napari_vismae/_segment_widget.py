@@ -49,8 +49,9 @@ SCOPES = ("current slice", "all slices", "slice range")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16")
 # batch size on CPU, chosen by measurement (``python -m benchmarks.bench_models
-# --cpu-batch``: CPU-seconds per slice are about flat from batch 1 to 4 and worse at 8, while
-# peak memory grows with the batch); the engine's default too. GPUs take bigger batches.
+# --cpu-batch``, docs/performance.md: batch 4 takes the fewest CPU-seconds per slice with
+# the built-in and the paper-size model, batch 8 no fewer and twice the memory); the
+# engine's default too. GPUs take bigger batches.
 DEFAULT_BATCH = CPU_BATCH
 
 

@@ -9,4 +9,4 @@ The plugin imports only this package, :mod:`training.weights`, :mod:`training.io
 # peak memory at batch 1/2/4/8, built-in and paper-size models: ``python -m
 # benchmarks.bench_models --cpu-batch``, docs/performance.md). Here, torch-free, so that
 # the napari widgets can show it without importing torch on the GUI thread.
-CPU_BATCH = 2
+CPU_BATCH = 4
