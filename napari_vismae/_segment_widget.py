@@ -110,6 +110,7 @@ class SegmentWidget(Container):
             lambda *_: _tracking.events.changed.disconnect(self._on_tracking, missing_ok=True))
         self._models = MODELS
         self.worker = None
+        self._busy = False
         self.last_result = None
         self.last_layer = None
         self._syncing = False
@@ -128,6 +129,7 @@ class SegmentWidget(Container):
         self._first.visible = self._last.visible = scope == "slice range"
 
     def _set_running(self, running: bool) -> None:
+        self._busy = running
         self._run.enabled = not running
         self._cancel.enabled = running
         self._progress.visible = running
@@ -204,8 +206,8 @@ class SegmentWidget(Container):
         """Start segmentation in a worker thread (returns at once)."""
         from napari.utils.notifications import show_error
 
-        if self.worker is not None and self.worker.is_running:
-            return
+        if self._busy:  # (not ``worker.is_running``: the last worker's thread may still be
+            return      # winding down after its result was delivered; a click then is new)
         layer, entry = unwrap(self._image.value), self._model.value
         if layer is None or entry is None:
             show_error("The models are still loading; try again in a moment." if models_loading()
@@ -253,7 +255,8 @@ class SegmentWidget(Container):
             total=batches, desc=f"VIS-MAE segment ({entry.name})",
             on_progress=self._on_progress,
             on_result=lambda out: self._on_result(out, layer, entry, lineage, target),
-            on_error=self._on_error, on_aborted=self._on_aborted, post=post)
+            on_error=self._on_error, on_aborted=self._on_aborted, post=post,
+            activity=batches > 1)  # one batch: nothing to follow in the activity dock
         self._set_running(True)
 
     def cancel(self) -> None:
