@@ -54,6 +54,11 @@ def test_tiny_study_pairs_arms_per_seed_and_resumes(tmp_path):
     more = StudyConfig(**{**cfg.to_dict(), "seeds": (0, 1, 2), "fractions": (0.25, 1.0)})
     run_study(more, tmp_path / "out", tmp_path / "work", progress=False)
     assert len(read_rows(tmp_path / "work" / ROWS)) == before + 6
+    # report only: an arm without finished runs is left out, nothing is trained
+    extra = StudyConfig(**{**more.to_dict(), "arms": ("mae", "random", "encoder")})
+    rows = run_study(extra, tmp_path / "rep", tmp_path / "work", progress=False,
+                     report_only=True)
+    assert len(rows) == 12 and len(read_rows(tmp_path / "work" / ROWS)) == before + 6
 
 
 def test_paired_tests_pair_by_seed():

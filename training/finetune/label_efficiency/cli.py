@@ -104,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, help=f"fine-tuning peak lr [{q.finetune_lr}]")
     p.add_argument("--evals", type=int, help=f"validations per run; the best is tested "
                                              f"[{q.evals} / {f.evals}]")
+    p.add_argument("--report-only", action="store_true",
+                   help="train nothing: write the outputs from the finished runs in --work")
     p.add_argument("--device", help="cpu, cuda, ... [cpu]")
     p.add_argument("--threads", type=int, help=THREADS_HELP)
     return p
@@ -146,7 +148,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "val": mk(args.val_csv) if args.val_csv else None}
             from training.weights.card import default_classes
             task_cfg["classes"] = default_classes(args.num_classes, "segmentation")
-        rows = run_study(cfg, args.out, args.work, args.init, data, task_cfg)
+        rows = run_study(cfg, args.out, args.work, args.init, data, task_cfg,
+                         report_only=args.report_only)
     except (DataError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

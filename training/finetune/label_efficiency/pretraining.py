@@ -81,7 +81,8 @@ def check_model(model, check: torch.Tensor, train: torch.Tensor, prep: Preproces
     return input_use_check(model, x, mask, mean)
 
 
-def pretrained_mae(cfg, data, work: Path, fast: bool = False, progress: bool = True) -> dict:
+def pretrained_mae(cfg, data, work: Path, fast: bool = False, progress: bool = True,
+                   reuse_only: bool = False) -> dict | None:
     """Pretrain (or reuse) the dataset's MAE -> {'path', 'seconds', 'losses', 'check', ...}.
 
     Cached in ``work/<dataset>/mae[_fast]-<key>/`` with ``pretrain.json``; reused when the
@@ -95,6 +96,8 @@ def pretrained_mae(cfg, data, work: Path, fast: bool = False, progress: bool = T
     info_path = folder / "pretrain.json"
     if info_path.is_file() and (folder / "model").is_dir():
         return json.loads(info_path.read_text())
+    if reuse_only:
+        return None
     arch = model_config(cfg)
     torch.manual_seed(0)
     mae = build_model("mae", arch.replace(mask_unit=cfg.mask_unit,

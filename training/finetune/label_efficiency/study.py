@@ -74,10 +74,11 @@ def finetune_once(init, arch, train, val, test, fcfg, names):
 
 def run_study(cfg: StudyConfig, out_dir, work_dir=None, mae_init: str | None = None,
               data: dict | None = None, task_cfg: dict | None = None,
-              progress: bool = True) -> list[dict]:
+              progress: bool = True, report_only: bool = False) -> list[dict]:
     """Run (or resume) the study; writes the outputs (``report.write_outputs``) into
     ``out_dir`` and returns the rows of this configuration.
 
+    ``report_only``: train nothing; report the finished rows of this configuration.
     ``mae_init``: use this MAE checkpoint for every dataset instead of pretraining.
     ``data``: {'pool', 'val', 'test'} datasets of one custom dataset (name 'custom'; needs
     ``mae_init``); ``task_cfg``: {'classes': [...]} for it.
@@ -88,7 +89,7 @@ def run_study(cfg: StudyConfig, out_dir, work_dir=None, mae_init: str | None = N
     from training.finetune.label_efficiency.report import write_outputs
 
     check_arms(cfg.arms)
-    t_start = time.perf_counter()
+    t_start, cpu_start = time.perf_counter(), time.process_time()
     if cfg.threads:
         configure_threads(cfg.threads)
     out = Path(out_dir)
@@ -122,7 +123,10 @@ def run_study(cfg: StudyConfig, out_dir, work_dir=None, mae_init: str | None = N
                 fast = arm == "mae_fast"
                 label = f"{name}{' fast' if fast else ''}"
                 known = label in meta["pretraining"]
-                info = pretrained_mae(cfg, d, work, fast=fast, progress=progress)
+                info = pretrained_mae(cfg, d, work, fast=fast, progress=progress,
+                                      reuse_only=report_only)
+                if info is None:
+                    continue
                 meta["pretraining"][label] = info
                 inits[arm] = info["path"]
                 if progress and not known:
@@ -142,6 +146,8 @@ def run_study(cfg: StudyConfig, out_dir, work_dir=None, mae_init: str | None = N
                     key = (name, arm, round(frac * 100, 3), seed)
                     if key in done:
                         all_rows.append(done[key])
+                        continue
+                    if report_only:
                         continue
                     fcfg = FinetuneConfig(task="segmentation", num_classes=len(names),
                                           epochs=cfg.evals, steps_per_epoch=steps_per_epoch,
@@ -167,6 +173,7 @@ def run_study(cfg: StudyConfig, out_dir, work_dir=None, mae_init: str | None = N
                               f"Dice {row['mean_dice']:.4f} in {secs:.0f} s",
                               file=sys.stderr, flush=True)
     meta["seconds_this_invocation"] = round(time.perf_counter() - t_start, 1)
+    meta["cpu_seconds_this_invocation"] = round(time.process_time() - cpu_start, 1)
     meta["mae_init"] = mae_init
     write_outputs(all_rows, out, meta)
     return all_rows
