@@ -49,3 +49,22 @@ def test_chunked_sum_of_squares_gradients():
     got = _ExpandSumSquares.apply(x, E, 4, 5)
     torch.testing.assert_close(got, (x @ E.t()).view(23, 4, 3).square().sum(-1), atol=1e-12,
                                rtol=0)
+
+
+def test_no_grad_under_bf16_autocast_keeps_an_fp32_residual_stream():
+    """Under autocast the attention and MLP outputs are bf16 while the residual stream may
+    be fp32 (on CUDA LayerNorm runs in fp32): the in-place fast paths must keep the fp32
+    sums, bit-identical to the plain paths."""
+    from training.models.blocks import SwinBlock
+
+    torch.manual_seed(0)
+    for shift in (0, 3):
+        blk = SwinBlock(16, 2, 7, shift).eval()
+        x = torch.randn(2, 14, 14, 16)  # an fp32 residual stream
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            with torch.enable_grad():
+                ref = blk(x)
+            with torch.no_grad():
+                fast = blk(x)
+        assert ref.dtype == fast.dtype == torch.float32
+        torch.testing.assert_close(fast, ref.detach(), atol=0, rtol=0)

@@ -39,6 +39,11 @@ def _no_autograd() -> bool:
     return not torch.is_grad_enabled()
 
 
+def _keeps_dtype(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """``a.add_(b)`` gives the dtype of ``a + b``."""
+    return torch.promote_types(a.dtype, b.dtype) == a.dtype
+
+
 class DropPath(nn.Module):
     def __init__(self, p: float = 0.0):
         super().__init__()
@@ -146,7 +151,7 @@ class WindowAttention(nn.Module):
         attn = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)  # (Bw, heads, N, N)
         # in place: the matmul's backward needs q and k, never its output
         attn.view(-1, *bias.shape).add_(bias)
-        if _no_autograd():
+        if _no_autograd() and not torch.is_autocast_enabled(attn.device.type):
             return torch.softmax(attn, -1, out=attn) @ v
         return attn.softmax(-1) @ v
 
@@ -193,8 +198,11 @@ class SwinBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if _no_autograd() and not self.training:  # inference: residuals added in place
             a = self._attention(self.norm1(x))  # a fresh tensor (roll / window reverse)
-            x = a.add_(x) if a.is_contiguous() else a + x  # cropped padding: a contiguous sum
-            return x.add_(self.mlp(self.norm2(x)))
+            # in place only where the sum keeps the dtype x + a would have (under autocast a
+            # is bf16 and the residual stream fp32) and a is contiguous (not cropped padding)
+            x = a.add_(x) if a.is_contiguous() and _keeps_dtype(a, x) else a + x
+            m = self.mlp(self.norm2(x))
+            return x.add_(m) if _keeps_dtype(x, m) else x + m
         x = x + self.drop_path(self._attention(self.norm1(x)))
         return x + self.drop_path(self.mlp(self.norm2(x)))
 

@@ -154,10 +154,13 @@ class SwinUNet(SwinBackbone):
         # statistics by reductions that never write a tensor the size of y (var_mean,
         # y.square() and LayerNorm itself each cost ~10x a plain sum over y on CPU)
         mean = F.linear(x, E.view(ss, Eo, C).mean(1)).unsqueeze(-1)  # (B, h, w, ss, 1)
+        # chunks of 512 rows on CPU (cache-sized); one chunk on accelerators, where big
+        # matmuls are cheap and every chunk would cost kernel launches
+        rows = 512 if x.device.type == "cpu" else max(1, B * h * w)
         if torch.is_grad_enabled():
-            mean_sq = _ExpandSumSquares.apply(x.reshape(-1, C), E, ss).view(B, h, w, ss)
+            mean_sq = _ExpandSumSquares.apply(x.reshape(-1, C), E, ss, rows).view(B, h, w, ss)
         else:
-            mean_sq = _sum_squares_chunked(x.reshape(-1, C), E, ss).view(B, h, w, ss)
+            mean_sq = _sum_squares_chunked(x.reshape(-1, C), E, ss, rows).view(B, h, w, ss)
         mean_sq = mean_sq.unsqueeze(-1) / Eo
         var = (mean_sq - mean.square()).clamp_min(0)
         num = F.linear(x, A).view(B, h, w, ss, K)
