@@ -80,10 +80,18 @@ def test_slices_to_target_from_a_table():
     assert report.slices_to_target(cs[a], 0.78) == 2  # the mean, not the best seed
     assert report.slices_to_target(cs[a], 0.90) is None
     assert report.slices_to_target(cs[b], 0.80) == 0  # the starting model already does
-    head = {(h["start"]): h for h in report.headline(rows, 0.8)}
-    assert head["mae"]["to_reference"] == 10 and head["mae"]["to_fixed"] == 5
+    head = {(h["start"]): h for h in report.headline(rows, (0.8, 0.9))}
+    assert head["mae"]["to_reference"] == 10 and head["mae"]["to_fixed"] == {"0.80": 5,
+                                                                             "0.90": None}
     assert head["random"]["to_reference"] is None and head["random"]["k_max"] == 10
-    assert report.targets(rows, 0.8)["phantom"]["reference"] == pytest.approx(0.84)
+    assert report.targets(rows, [0.8])["phantom"]["reference"] == pytest.approx(0.84)
+    table = report.markdown(rows, {"targets": report.targets(rows, [0.8]),
+                                   "slices_to_target": report.headline(rows, [0.8])})
+    assert "| phantom | mae | even | full | 10 | 5 |" in table
+    assert "| phantom | random | even | full | > 10 | 0 |" in table
+    assert "| phantom | even | full | -0.220 ± 0.000 [0/2] | +0.200 ± 0.000 [2/2] |" in table
+    pd = report.paired_differences(rows)[("phantom", "even", "full")]
+    assert pd[5] == {"mean": pytest.approx(0.05), "std": pytest.approx(0.0), "n": 2, "wins": 2}
 
 
 def test_the_gui_job_trains_on_exactly_the_corrected_slices(tmp_path):
@@ -144,6 +152,12 @@ def test_cli_writes_outputs(tmp_path, monkeypatch, capsys):
     assert {p.name for p in (tmp_path / "o").iterdir()} == {
         "simulated_user.csv", "simulated_user.json", "simulated_user.png", "tables.md"}
     assert sim.main(["--quick", "--out", str(tmp_path / "o"), "--ks", "0"]) == 2
+    assert sim.main(["--quick", "--out", str(tmp_path / "o"), "--report-only", "--targets",
+                     "0.01"]) == 0
+    meta = json.loads((tmp_path / "o" / "simulated_user.json").read_text())
+    assert meta["targets"]["phantom"]["fixed"] == [0.01] and meta["starting_models"]["phantom"]
+    assert all(h["to_fixed"]["0.01"] == 0 for h in meta["slices_to_target"])
+    assert sim.main(["--quick", "--out", str(tmp_path / "empty"), "--report-only"]) == 2
 
 
 def test_every_cli_option_has_help():

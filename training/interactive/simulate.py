@@ -81,13 +81,13 @@ class SimConfig:
     start_lr: float = 1e-3
     session_steps: int = 150  # the Fine-tune widget's defaults
     session_batch: int = 4
-    fixed_target: float = 0.8
+    fixed_targets: tuple[float, ...] = (0.8, 0.85, 0.9)  # Dice targets besides full supervision
     device: str = "cpu"
 
     def key(self) -> str:
         """What the rows depend on (a rerun with other settings must not mix rows)."""
         d = dataclasses.asdict(self)
-        for k in ("datasets", "starts", "modes", "ks", "seeds", "selections", "fixed_target",
+        for k in ("datasets", "starts", "modes", "ks", "seeds", "selections", "fixed_targets",
                   "device"):
             d.pop(k)
         import hashlib
@@ -267,6 +267,20 @@ def run_benchmark(cfg: SimConfig, out: str | Path, work: str | Path | None = Non
     return rows
 
 
+def report_only(cfg: SimConfig, out: str | Path) -> list[dict]:
+    """Rewrite the outputs from the rows (and the settings) of an earlier run in ``out``."""
+    out = Path(out)
+    rows = report.read_rows(out / "simulated_user.csv")
+    if not rows:
+        raise FileNotFoundError(f"{out / 'simulated_user.csv'}: no rows to report")
+    meta_path = out / "simulated_user.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    keep = ("config", "config_key", "data", "starting_models", "recipe")
+    meta = {k: meta[k] for k in keep if k in meta}
+    report.write_outputs(out, rows, cfg, meta, 0.0)
+    return rows
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m training.interactive.simulate",
                                 description=__doc__.split("\n\n")[0],
@@ -292,6 +306,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="which slices the user corrects (default: even and active; --quick even)")
     p.add_argument("--session-steps", type=int, help="fine-tune steps per correction run "
                    "(default: the widget's 150; --quick 40)")
+    p.add_argument("--targets", nargs="+", type=float,
+                   help="fixed Dice targets reported besides the full-supervision one "
+                        "(default 0.8 0.85 0.9)")
+    p.add_argument("--report-only", action="store_true",
+                   help="rewrite the JSON, table and plot from OUT's rows; run nothing")
     p.add_argument("--device", default="cpu", help="cpu, cuda or mps")
     p.add_argument("--threads", type=int, help=THREADS_HELP)
     return p
@@ -306,7 +325,7 @@ def main(argv=None) -> int:
     cfg = QUICK if args.quick else FULL if args.full else SimConfig()
     over = {"datasets": args.datasets, "starts": args.starts, "modes": args.modes,
             "ks": args.ks, "seeds": args.seeds, "selections": args.selections,
-            "session_steps": args.session_steps}
+            "session_steps": args.session_steps, "fixed_targets": args.targets}
     cfg = dataclasses.replace(cfg, device=args.device, **{
         k: tuple(v) if isinstance(v, list) else v for k, v in over.items() if v is not None})
     if not cfg.ks or min(cfg.ks) < 1:
@@ -316,7 +335,8 @@ def main(argv=None) -> int:
     if args.restart:
         (args.out / "simulated_user.csv").unlink(missing_ok=True)
     try:
-        rows = run_benchmark(cfg, args.out, args.work)
+        rows = report_only(cfg, args.out) if args.report_only else \
+            run_benchmark(cfg, args.out, args.work)
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

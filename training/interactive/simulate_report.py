@@ -69,11 +69,28 @@ def curves(rows: Sequence[dict], key: str = "dice") -> dict[tuple, dict[int, dic
     """{arm: {k: {mean, std, n, values}}} over seeds (k = 0: the starting model, all slices)."""
     acc: dict = defaultdict(lambda: defaultdict(list))
     for r in rows:
-        if r["start"] == "reference":
+        if r["start"] == "reference" or key not in r:
             continue
         acc[tuple(r[a] for a in ARM)][int(r["k"])].append(float(r[key]))
     return {arm: {k: {"mean": float(np.mean(v)), "std": float(np.std(v)), "n": len(v),
                       "values": v} for k, v in sorted(ks.items())} for arm, ks in acc.items()}
+
+
+def paired_differences(rows: Sequence[dict]) -> dict[tuple, dict[int, dict]]:
+    """{(dataset, selection, mode): {k: mean, std, n, wins}} of Dice(mae) - Dice(random) over
+    rows that match in everything else."""
+    by = {row_key(r): float(r["dice"]) for r in rows}
+    acc: dict = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        if r["start"] != "mae":
+            continue
+        other = by.get(row_key({**r, "start": "random"}))
+        if other is not None:
+            acc[(r["dataset"], r["selection"], r["mode"])][int(r["k"])].append(
+                float(r["dice"]) - other)
+    return {arm: {k: {"mean": float(np.mean(v)), "std": float(np.std(v)), "n": len(v),
+                      "wins": int(sum(d > 0 for d in v))} for k, v in sorted(ks.items())}
+            for arm, ks in acc.items()}
 
 
 def slices_to_target(curve: dict[int, dict], target: float) -> int | None:
@@ -85,18 +102,19 @@ def slices_to_target(curve: dict[int, dict], target: float) -> int | None:
     return None
 
 
-def targets(rows: Sequence[dict], fixed: float) -> dict[str, dict]:
+def targets(rows: Sequence[dict], fixed: Sequence[float]) -> dict[str, dict]:
     """Per dataset: the full-supervision reference's Dice on the held-out volume (mean over
-    seeds) and the fixed target."""
+    seeds) and the fixed targets."""
     out: dict = {}
     for ds in sorted({r["dataset"] for r in rows}):
         ref = [float(r["dice"]) for r in rows if r["dataset"] == ds and r["start"] == "reference"]
         out[ds] = {"reference": float(np.mean(ref)) if ref else None,
-                   "reference_std": float(np.std(ref)) if ref else None, "fixed": fixed}
+                   "reference_std": float(np.std(ref)) if ref else None,
+                   "fixed": [float(f) for f in fixed]}
     return out
 
 
-def headline(rows: Sequence[dict], fixed: float) -> list[dict]:
+def headline(rows: Sequence[dict], fixed: Sequence[float]) -> list[dict]:
     """Per arm: corrected slices needed to reach each target (``None``: more than measured)."""
     tg = targets(rows, fixed)
     out = []
@@ -105,7 +123,7 @@ def headline(rows: Sequence[dict], fixed: float) -> list[dict]:
         t = tg[d["dataset"]]
         d["to_reference"] = slices_to_target(curve, t["reference"]) \
             if t["reference"] is not None else None
-        d["to_fixed"] = slices_to_target(curve, fixed)
+        d["to_fixed"] = {f"{f:.2f}": slices_to_target(curve, f) for f in fixed}
         d["k_max"] = max(curve)
         out.append(d)
     return out
@@ -115,8 +133,8 @@ def write_outputs(out: Path, rows: Sequence[dict], cfg, meta: dict, seconds: flo
     if not rows:
         return
     meta = {**meta, "seconds_this_run": round(seconds, 1),
-            "targets": targets(rows, cfg.fixed_target),
-            "slices_to_target": headline(rows, cfg.fixed_target),
+            "targets": targets(rows, cfg.fixed_targets),
+            "slices_to_target": headline(rows, cfg.fixed_targets),
             "curves": {" / ".join(map(str, arm)): {str(k): {m: v[m] for m in ("mean", "std", "n")}
                                                   for k, v in c.items()}
                        for arm, c in sorted(curves(rows).items())}}
@@ -151,7 +169,8 @@ def plot(rows: Sequence[dict], path: Path, tg: dict) -> None:
             if tg[ds]["reference"] is not None:
                 ax.axhline(tg[ds]["reference"], color="k", lw=0.8, ls=":",
                            label="full supervision")
-            ax.axhline(tg[ds]["fixed"], color="grey", lw=0.8, ls="-.", label="fixed target")
+            for f in tg[ds]["fixed"]:
+                ax.axhline(f, color="grey", lw=0.6, ls="-.")
             ax.set_title(f"{ds}, {mode} mode")
             ax.set_xlabel("corrected slices k (0 = starting model)")
             ax.set_ylabel("Dice on uncorrected slices")
@@ -171,12 +190,13 @@ def text_summary(rows: Sequence[dict], meta: dict) -> str:
             f"k={k}: {v['mean']:.3f}±{v['std']:.3f}" for k, v in c.items()))
     for ds, t in meta["targets"].items():
         ref = f"{t['reference']:.3f}" if t["reference"] is not None else "n/a"
-        lines.append(f"{ds}: full-supervision Dice {ref}, fixed target {t['fixed']}")
+        lines.append(f"{ds}: full-supervision Dice {ref}, fixed targets {t['fixed']}")
     for h in meta["slices_to_target"]:
         def fmt(v, h=h):
             return f">{h['k_max']}" if v is None else str(v)
         lines.append(f"{' '.join(h[a] for a in ARM)}: slices to reference "
-                     f"{fmt(h['to_reference'])}, to fixed {fmt(h['to_fixed'])}")
+                     f"{fmt(h['to_reference'])}, " + ", ".join(
+                         f"to {t} {fmt(v)}" for t, v in h["to_fixed"].items()))
     return "\n".join(lines)
 
 
@@ -200,17 +220,28 @@ def markdown(rows: Sequence[dict], meta: dict) -> str:
         cells = [f"{c[k]['mean']:+.3f} ± {c[k]['std']:.3f}" if k in c else "" for k in ks
                  if k]
         out.append(f"| {' | '.join(arm)} | " + " | ".join(cells) + " |")
-    out += ["", "| dataset | target | Dice |", "|---|---|---|"]
+    paired = paired_differences(rows)
+    if paired:
+        out += ["", "MAE start minus random start, paired (same volume, slices, mode and seed), "
+                "mean ± std [MAE better in n of N pairs]:", "",
+                "| dataset | selection | mode | " + " | ".join(f"k={k}" for k in ks) + " |",
+                "|" + "---|" * (3 + len(ks))]
+        for arm, c in sorted(paired.items()):
+            cells = [f"{c[k]['mean']:+.3f} ± {c[k]['std']:.3f} [{c[k]['wins']}/{c[k]['n']}]"
+                     if k in c else "" for k in ks]
+            out.append(f"| {' | '.join(arm)} | " + " | ".join(cells) + " |")
+    out += ["", "| dataset | full-supervision (reference) Dice on the held-out volume |",
+            "|---|---|"]
     for ds, t in meta["targets"].items():
         if t["reference"] is not None:
-            out.append(f"| {ds} | full supervision (reference) | {t['reference']:.3f} ± "
-                       f"{t['reference_std']:.3f} |")
-        out.append(f"| {ds} | fixed | {t['fixed']:.2f} |")
+            out.append(f"| {ds} | {t['reference']:.3f} ± {t['reference_std']:.3f} |")
+    fixed = [f"{f:.2f}" for f in next(iter(meta["targets"].values()))["fixed"]]
     out += ["", "| dataset | start | selection | mode | slices to full-supervision Dice | "
-            "slices to fixed target |", "|---|---|---|---|---|---|"]
+            + " | ".join(f"slices to Dice {f}" for f in fixed) + " |",
+            "|" + "---|" * (5 + len(fixed))]
     for h in meta["slices_to_target"]:
         def fmt(v, h=h):
             return f"> {h['k_max']}" if v is None else str(v)
         out.append(f"| {' | '.join(h[a] for a in ARM)} | {fmt(h['to_reference'])} | "
-                   f"{fmt(h['to_fixed'])} |")
+                   + " | ".join(fmt(h["to_fixed"][f]) for f in fixed) + " |")
     return "\n".join(out) + "\n"
