@@ -2,7 +2,10 @@
 
 * segmentation inference and train step, FLOP-normalised: ratio = our seconds per
   FLOP / timm's seconds per FLOP (≤ 1.0 means our kernels are as efficient);
-* MAE pretraining step: images/s, and the share of the step spent drawing masks.
+* MAE pretraining step: images/s, and the share of the step spent drawing masks;
+* ``python -m benchmarks.bench_models --cpu-batch``: CPU-seconds per slice and peak
+  memory of inference at batch 1/2/4/8 on 512² slices, built-in and paper-size models
+  (how ``training.interactive.CPU_BATCH`` was chosen).
 """
 from __future__ import annotations
 
