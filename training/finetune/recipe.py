@@ -64,7 +64,7 @@ def validate(transfer, rescale, layer_decay, freeze_encoder_steps) -> None:
 #: The official code: encoder and decoder transfer as pretrained, one learning rate.
 PAPER = Recipe()
 #: Pretrained inits, chosen by measurement (docs/label_efficiency.md, "Recipe ablation").
-PRETRAINED_DEFAULT = Recipe(transfer="encoder", rescale="std")
+PRETRAINED_DEFAULT = Recipe(transfer="encoder", rescale="std", freeze_encoder_steps=20)
 #: Random init: nothing transfers; no decay, no freezing.
 NEUTRAL = {"transfer": None, "rescale": None, "layer_decay": 1.0, "freeze_encoder_steps": 0}
 

@@ -52,6 +52,18 @@ def same_recipe(row: dict) -> bool:
     return all(row.get(k) == v for k, v in want.to_dict().items())
 
 
+def arm_of(row: dict) -> str:
+    """An MAE-init row's arm is named by its recipe: "mae" when it is today's default
+    (:data:`~training.finetune.recipe.PRETRAINED_DEFAULT`), else the :data:`RECIPES` entry it
+    matches (so rows made under an earlier default keep their meaning)."""
+    if row["arm"] in ("random", "mae_fast"):
+        return row["arm"]
+    recipe = {k: row.get(k) for k in PRETRAINED_DEFAULT.to_dict()}
+    if recipe == PRETRAINED_DEFAULT.to_dict():
+        return "mae"
+    return next((name for name, r in RECIPES.items() if r.to_dict() == recipe), row["arm"])
+
+
 def finetune_once(init, arch, train, val, test, fcfg, names):
     """Fine-tune from ``init`` (None: random ``arch``), keep the best epoch by validation
     Dice, score it on ``test`` -> (result, seconds, resolved FinetuneConfig)."""
@@ -94,11 +106,12 @@ def run_study(cfg: StudyConfig, out_dir, work_dir=None, mae_init: str | None = N
         configure_threads(cfg.threads)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    work = Path(work_dir) if work_dir else out / "_work"
+    work = (Path(work_dir) if work_dir else out / "_work").resolve()
     work.mkdir(parents=True, exist_ok=True)
     rows_path = work / ROWS
     meta = {"config": cfg.to_dict(), "torch_threads": torch.get_num_threads(),
-            "data": {}, "pretraining": {}, "command": " ".join(sys.argv)}
+            "data": {}, "pretraining": {},
+            "command": " ".join(["python -m training.label_efficiency", *sys.argv[1:]])}
     arch = model_config(cfg)
     datasets = ["custom"] if data is not None else list(cfg.datasets)
     all_rows = []
@@ -134,9 +147,10 @@ def run_study(cfg: StudyConfig, out_dir, work_dir=None, mae_init: str | None = N
                           f"{info['seconds']:.0f} s; check: {info['check_text']}",
                           file=sys.stderr, flush=True)
         run_key = cfg.run_key(name) if mae_init is None else f"init:{mae_init}"
-        done = {(r["dataset"], r["arm"], r["percent"], r["seed"]): r
-                for r in read_rows(rows_path) if r.get("run_key") == run_key
-                and (r["arm"] == "random" or same_recipe(r))}
+        rows = [dict(r, arm=arm_of(r)) for r in read_rows(rows_path)
+                if r.get("run_key") == run_key]
+        done = {(r["dataset"], r["arm"], r["percent"], r["seed"]): r for r in rows
+                if r["arm"] == "random" or same_recipe(r)}
         steps_per_epoch = max(1, cfg.finetune_steps // cfg.evals)
         for seed in cfg.seeds:
             subsets = label_fraction_subsets(len(d.pool), cfg.fractions, seed, d.pool.groups())
@@ -175,6 +189,9 @@ def run_study(cfg: StudyConfig, out_dir, work_dir=None, mae_init: str | None = N
     meta["seconds_this_invocation"] = round(time.perf_counter() - t_start, 1)
     meta["cpu_seconds_this_invocation"] = round(time.process_time() - cpu_start, 1)
     meta["mae_init"] = mae_init
+    for info in meta["pretraining"].values():  # no machine paths in the outputs
+        info["path"] = str(Path("WORK") / Path(info["path"]).relative_to(work)) \
+            if Path(info["path"]).is_relative_to(work) else info["path"]
     write_outputs(all_rows, out, meta)
     return all_rows
 
