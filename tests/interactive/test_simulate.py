@@ -33,6 +33,12 @@ def test_active_selection_takes_the_most_uncertain_first():
     assert sim.choose_slices(8, 3, "active", 0, ranking=[5, 1, 7, 0, 2]) == [1, 5, 7]
 
 
+def test_spread_selection_keeps_uncertain_picks_apart():
+    ranking = [31, 30, 29, 28, 27, 5, 16, 0, 10, 20]
+    assert sim.choose_slices(32, 3, "active", 0, ranking=ranking) == [29, 30, 31]
+    assert sim.choose_slices(32, 3, "spread", 0, ranking=ranking) == [5, 16, 31]
+
+
 def test_user_labels_hold_the_truth_on_the_corrected_slices_only():
     rng = np.random.default_rng(0)
     truth = rng.integers(0, 3, (6, 8, 8)).astype(np.uint8)

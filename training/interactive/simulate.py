@@ -10,7 +10,9 @@ Per dataset (synthetic phantoms, the MNI152 brain; :mod:`training.interactive.si
 and starting point (``mae``: segmenter fine-tuned from an MAE pretrained on the unlabelled pool;
 ``random``: the same recipe from random init), for each benchmark seed, selection rule
 (``even``: evenly spaced with a seeded phase; ``active``: most uncertain first, ranked by
-:mod:`training.interactive.active_learning` with the starting model), mode (``decoder``,
+:mod:`training.interactive.active_learning` with the starting model; ``spread``: what the
+widget's Next uncertain button does, the most uncertain slices kept apart by
+:func:`~training.interactive.active_learning.spread_pick`), mode (``decoder``,
 ``full``) and ``k``:
 
 1. the user's labels layer is the starting model's prediction, with the truth painted on the
@@ -53,7 +55,7 @@ from training.runtime.progress import Progress, ensure_logging  # noqa: E402
 KS = (1, 2, 3, 5, 10)
 MODES = ("decoder", "full")
 STARTS = ("mae", "random")
-SELECTIONS = ("even", "active")
+SELECTIONS = ("even", "active", "spread")
 
 
 @dataclass
@@ -104,11 +106,15 @@ FULL = SimConfig(seeds=tuple(range(5)), input_size=128, n_unlabeled=4000, pretra
 # -- the simulated user ------------------------------------------------------------------------
 def choose_slices(n: int, k: int, selection: str, seed: int, ranking=None) -> list[int]:
     """The ``k`` slices the user corrects: ``even`` (evenly spaced, phase set by ``seed``) or
-    ``active`` (the first ``k`` of ``ranking``, most uncertain first)."""
+    ``active`` (the first ``k`` of ``ranking``, most uncertain first) or ``spread`` (the
+    Next-uncertain button's picks from ``ranking``: uncertain but apart)."""
     if not 1 <= k <= n:
         raise ValueError(f"k must be in 1..{n} (the volume's slices), got {k}")
     if selection == "active":
         return sorted(int(i) for i in ranking[:k])
+    if selection == "spread":
+        from training.interactive.active_learning import spread_pick
+        return sorted(spread_pick(ranking, n, k))
     if selection != "even":
         raise ValueError(f"selection must be one of {SELECTIONS}, got {selection!r}")
     phase = np.random.default_rng([seed, 41]).uniform(0.15, 0.85)
@@ -201,8 +207,8 @@ def _one_seed(cfg, sel_, seed, data, meta, rows, done, work, csv_path, bar, prog
                  "k": w[2], "seed": seed}) not in done]
             if not todo:
                 continue
-            pred, ranking = segment(base, image, device=cfg.device,
-                                    ranking=sel_ == "active" and start != "reference")
+            ranked = sel_ in ("active", "spread") and start != "reference"
+            pred, ranking = segment(base, image, device=cfg.device, ranking=ranked)
             for sel, mode, k in todo:
                 row = {"dataset": dname, "start": start, "selection": sel, "mode": mode,
                        "k": k, "seed": seed, "config": key}
