@@ -67,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
            "finished stages in it are reused (default: build/builtin)")
     a("--out", type=Path, default=PACKAGE_MODELS,
       help="where the chosen models are installed (default: napari_vismae/models)")
+    a("--no-install", action="store_true",
+      help="train and measure into --work only (e.g. one candidate size per process); a later "
+           "run without it reuses those results and installs")
     a("--quick", action="store_true",
       help="a tiny run that checks the pipeline end to end (few steps and slices); installs "
            "nothing unless --out is given explicitly")
@@ -100,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--seg-test-seed", type=int, default=23,
       help="held-out test phantom seed (default: 23)")
     a("--seg-test", type=int, default=32, help="held-out 512 x 512 test slices (default: 32)")
-    a("--seg-steps", type=int, default=480, help="fine-tune steps per candidate (default: 480)")
+    a("--seg-steps", type=int, default=720, help="fine-tune steps per candidate (default: 720)")
     a("--seg-batch", type=int, default=8, help="fine-tune batch size (default: 8)")
     a("--seg-lr", type=float, default=1e-3, help="fine-tune peak learning rate (default: 1e-3)")
     a("--dice-tolerance", type=float, default=0.01,
@@ -349,6 +352,27 @@ def measure_classifier(folder: Path, images, y, names: list[str]) -> dict:
             "confusion_matrix": m["confusion_matrix"], "class_counts": m["class_counts"]}
 
 
+RUN_ONLY = {"work", "out", "quick", "threads", "stage", "no_install", "seg_sizes",
+            "dice_tolerance", "boundary_tolerance", "min_auc"}
+
+
+def settings(args, drop_prefix: str) -> dict:
+    """The options a cached stage result depends on (a stage is reused only if they match)."""
+    return {k: v for k, v in sorted(vars(args).items())
+            if k not in RUN_ONLY and not k.startswith(drop_prefix)
+            and not isinstance(v, Path)}
+
+
+def cached(path: Path, folder: Path, key: dict) -> dict | None:
+    if not (path.is_file() and (folder / "model_card.json").is_file()):
+        return None
+    d = json.loads(path.read_text())
+    if d.get("settings") != key:
+        log(f"{path.name}: made with other settings, rebuilding")
+        return None
+    return d
+
+
 def choose_size(rows: list[dict], dice_tol: float, bf_tol: float) -> dict:
     best_dice = max(r["mean_dice"] for r in rows)
     best_bf = max(r["boundary_f1_1px"] for r in rows)
@@ -378,6 +402,8 @@ def main(argv=None) -> int:
         args.seg_sizes = args.seg_sizes[:2] if len(args.seg_sizes) > 1 else args.seg_sizes
         if not explicit_out:
             args.out = None
+    if args.no_install:
+        args.out = None
     for s in [*args.seg_sizes, args.cls_size, args.pretrain_size]:
         if s % 32:
             p.error(f"input sizes must be multiples of 32 (the patch grid is merged 3 times), "
@@ -446,8 +472,10 @@ def build_segmenter(args, work: Path, mae: Path, common: dict) -> None:
     for size in args.seg_sizes:
         folder = work / f"seg{size}"
         mpath = work / f"seg{size}.json"
-        if mpath.is_file() and (folder / "model_card.json").is_file():
-            rows.append(json.loads(mpath.read_text()))
+        key = settings(args, "cls_")
+        old = cached(mpath, folder, key)
+        if old is not None:
+            rows.append(old["row"])
             log(f"segmenter {size}px: reused {rows[-1]}")
             continue
         log(f"segmenter {size}px: fine-tuning {args.seg_steps} steps")
@@ -459,7 +487,7 @@ def build_segmenter(args, work: Path, mae: Path, common: dict) -> None:
         m = measure_segmenter(folder, test_img, test_lab, CLASS_NAMES)
         row = {"size": size, **m, "cpu_s_per_slice": cpu_seconds_per_slice(folder, test_img[:8]),
                "finetune_seconds": recipe["seconds"]}
-        atomic_write_text(mpath, json.dumps(row, indent=2) + "\n")
+        atomic_write_text(mpath, json.dumps({"row": row, "settings": key}, indent=2) + "\n")
         rows.append(row)
         log(f"segmenter {size}px: Dice {row['mean_dice']:.4f}, boundary F1 "
             f"{row['boundary_f1_1px']:.3f}, distance {row['boundary_distance_px']:.2f} px, "
@@ -491,7 +519,8 @@ def build_segmenter(args, work: Path, mae: Path, common: dict) -> None:
                                 f"held-out test {args.seg_test} at {RENDER} px; every set from "
                                 f"its own seed (disjoint cases)"}}
     if args.out is not None:
-        install(work / f"seg{chosen['size']}", args.out / "abdomen-organs", seg_card_extra)
+        install(work / f"seg{chosen['size']}", args.out / "abdomen-organs", seg_card_extra,
+                common)
 
 
 def build_classifier(args, work: Path, mae: Path, common: dict) -> None:
@@ -503,9 +532,9 @@ def build_classifier(args, work: Path, mae: Path, common: dict) -> None:
 
     cls_folder, cls_json = work / f"cls{args.cls_size}", work / f"cls{args.cls_size}.json"
     cls_names = [c["name"] for c in CLS_CLASSES]
-    if cls_json.is_file() and (cls_folder / "model_card.json").is_file():
-        cls = json.loads(cls_json.read_text())
-    else:
+    key = settings(args, "seg_")
+    cls = cached(cls_json, cls_folder, key)
+    if cls is None:
         prep = Preprocessing(input_size=args.cls_size, modality="CT", ct_window=CT_WINDOW)
         log(f"classifier: rendering {args.cls_train} + {args.cls_val} slices")
         kw = {"noise_hu": 6.0, "blur_px": 0.5}  # as train_slices
@@ -520,7 +549,7 @@ def build_classifier(args, work: Path, mae: Path, common: dict) -> None:
         log(f"classifier: rendering {args.cls_test} held-out test slices at {RENDER} px")
         xi, xl = make_classification_set(args.cls_test, args.cls_test_seed, RENDER)
         cls = {"held_out": measure_classifier(cls_folder, xi, xl, cls_names),
-               "val": _val_metrics(cls_folder, val, cls_names)}
+               "val": _val_metrics(cls_folder, val, cls_names), "settings": key}
         atomic_write_text(cls_json, json.dumps(cls, indent=2) + "\n")
     log(f"classifier held-out: ROC AUC {cls['held_out']['roc_auc']:.4f}, PR AUC "
         f"{cls['held_out']['pr_auc']:.4f}, accuracy {cls['held_out']['accuracy']:.3f} on "
@@ -548,7 +577,7 @@ def build_classifier(args, work: Path, mae: Path, common: dict) -> None:
         raise SystemExit(f"the classifier's held-out ROC AUC {cls['held_out']['roc_auc']} is "
                          f"below --min-auc {args.min_auc}: not installed")
     if args.out is not None:
-        install(cls_folder, args.out / "liver-lesion", cls_card_extra)
+        install(cls_folder, args.out / "liver-lesion", cls_card_extra, common)
 
 
 def _val_metrics(folder: Path, val, names) -> dict:
@@ -561,9 +590,11 @@ def _val_metrics(folder: Path, val, names) -> dict:
     return {"roc_auc": r["roc_auc"], "pr_auc": r["pr_auc"], "accuracy": r["accuracy"]}
 
 
-def install(src: Path, dest: Path, extra: dict) -> None:
+def install(src: Path, dest: Path, extra: dict, common: dict) -> None:
     """Copy a candidate (fp16 weights, card) into ``dest`` with the build's records in its card;
-    the card keeps ``provenance.metrics`` (validation) that the plugin reads."""
+    the card keeps ``provenance.metrics`` (validation) that the plugin reads. The command of
+    this run is recorded; if the candidate was trained by another (``--no-install``) run, that
+    one's command stays as ``candidate_command``."""
     import torch
 
     from training.weights.checkpoint import load_checkpoint, save_checkpoint
@@ -571,6 +602,9 @@ def install(src: Path, dest: Path, extra: dict) -> None:
     model, card = load_checkpoint(src)
     card.domain = {"modalities": ["CT"], "body_regions": ["abdomen"]}  # synthetic abdominal CT
     prov = dict(card.provenance)
+    if prov.get("command") != common["command"]:
+        prov["candidate_command"] = prov.get("command")
+    prov["command"] = common["command"]
     metrics = extra.pop("metrics", None)
     prov.update(extra)
     if metrics is not None:
