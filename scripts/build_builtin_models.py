@@ -84,7 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--pretrain-slices", type=int, default=600,
       help="extra unlabelled single slices (default: 600)")
     a("--pretrain-size", type=int, default=128, help="MAE input side (default: 128)")
-    a("--pretrain-steps", type=int, default=800, help="MAE optimizer steps (default: 800)")
+    a("--pretrain-epochs", type=int, default=11,
+      help="MAE epochs over the unlabelled pool (warm-up 0.5 epoch, then cosine to the end; "
+           "11 x 73 = 803 steps at the defaults) (default: 11)")
     a("--pretrain-batch", type=int, default=16, help="MAE batch size (default: 16)")
     a("--pretrain-lr", type=float, default=1.5e-3, help="MAE peak learning rate (default: 1.5e-3)")
     # segmentation
@@ -103,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--seg-test-seed", type=int, default=23,
       help="held-out test phantom seed (default: 23)")
     a("--seg-test", type=int, default=32, help="held-out 512 x 512 test slices (default: 32)")
-    a("--seg-steps", type=int, default=720, help="fine-tune steps per candidate (default: 720)")
+    a("--seg-steps", type=int, default=400, help="fine-tune steps per candidate (default: 400)")
     a("--seg-batch", type=int, default=8, help="fine-tune batch size (default: 8)")
     a("--seg-lr", type=float, default=1e-3, help="fine-tune peak learning rate (default: 1e-3)")
     a("--dice-tolerance", type=float, default=0.01,
@@ -134,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-QUICK = {"pretrain_cases": 2, "pretrain_slices": 16, "pretrain_steps": 6, "pretrain_batch": 4,
+QUICK = {"pretrain_cases": 2, "pretrain_slices": 16, "pretrain_epochs": 1, "pretrain_batch": 16,
          "seg_train": 16, "seg_hard": 4, "seg_val": 4, "seg_test": 4, "seg_steps": 4,
          "cls_train": 16, "cls_val": 8, "cls_test": 8, "cls_steps": 4, "min_auc": 0.0}
 
@@ -182,11 +184,10 @@ def write_unlabelled(folder: Path, args) -> None:
 def pretrain_cmd(args, data: Path, out: Path) -> list[str]:
     return ["-m", "training.pretrain", "--data", str(data), "--output", str(out),
             "--model", args.model, "--input-size", str(args.pretrain_size),
-            "--batch-size", str(args.pretrain_batch), "--max-steps", str(args.pretrain_steps),
-            "--epochs", "1000", "--lr", str(args.pretrain_lr), "--warmup-epochs", "0.5",
+            "--batch-size", str(args.pretrain_batch), "--epochs", str(args.pretrain_epochs),
+            "--lr", str(args.pretrain_lr), "--warmup-epochs", "0.5",
             "--mask-unit", "8", "--norm-pix-loss", "--augment", "--num-workers", "0",
-            "--check-every", str(max(1, args.pretrain_steps // 4)), "--log-every", "50",
-            "--vis-every", "0", "--save-every", str(max(1, args.pretrain_steps // 4)),
+            "--check-every", "200", "--log-every", "50", "--vis-every", "0", "--save-every", "200",
             "--threads", str(args.threads), "--seed", str(args.seed), "--resume", "auto"]
 
 
