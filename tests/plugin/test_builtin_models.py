@@ -128,3 +128,17 @@ def test_shipped_classifier_auc_on_fresh_held_out_phantoms():
     images, y = make_classification_set(200, 9002, 512)
     m = build.measure_classifier(CLS, images, y, [c["name"] for c in CLS_CLASSES])
     assert m["roc_auc"] >= MIN_AUC, m
+
+
+def test_lesion_masks_match_the_classification_phantoms():
+    """The classifier's dense pre-step trains on masks that sit on the (darker) lesions of
+    exactly the slices ``make_classification_set`` returns, in its order."""
+    from training.data.synthetic import HU, make_classification_set
+
+    build = _script()
+    images, y = make_classification_set(8, 5, 64, noise_hu=0.0, blur_px=0.0)
+    masks = build.lesion_masks(8, 5, 64)
+    assert ((masks.reshape(8, -1).max(1) > 0) == (y == 1)).all()  # a mask iff a lesion
+    for img, m in zip(images, masks, strict=True):
+        if m.any():
+            assert abs(float(np.median(img[m > 0])) - HU["lesion"]) < 30  # per-case +-8 HU
