@@ -280,20 +280,23 @@ def save(model, folder: Path, name: str, names_colors: list[dict], size: int, de
 
 
 # -- measurement ---------------------------------------------------------------------------------
-def boundary_scores(pred, truth, num_classes: int, tol: float = 1.0) -> tuple[float, float]:
-    """(boundary F1 within ``tol`` px, mean symmetric boundary distance in px), averaged over
-    the foreground classes present in the truth or the prediction."""
+def boundary_scores(pred, truth, num_classes: int, tol: float = 1.0) -> dict:
+    """Boundary quality of one label map against the truth, over the foreground classes present
+    in either: ``f1`` (boundary F1 within ``tol`` px; 0 for an organ missed or invented),
+    ``distance`` (mean symmetric boundary distance in px, over the organs present in both; None
+    if there are none), ``missed`` / ``spurious`` (organs only in the truth / only in the
+    prediction)."""
     import numpy as np
     from scipy.ndimage import binary_erosion, distance_transform_edt
 
-    f1s, dists = [], []
+    f1s, dists, missed, spurious = [], [], 0, 0
     for c in range(1, num_classes):
         p, t = pred == c, truth == c
         if not p.any() and not t.any():
             continue
         if not p.any() or not t.any():
             f1s.append(0.0)
-            dists.append(float(max(pred.shape)))
+            missed, spurious = missed + int(t.any()), spurious + int(p.any())
             continue
         bp, bt = p ^ binary_erosion(p), t ^ binary_erosion(t)
         d_to_t, d_to_p = distance_transform_edt(~bt), distance_transform_edt(~bp)
@@ -301,7 +304,9 @@ def boundary_scores(pred, truth, num_classes: int, tol: float = 1.0) -> tuple[fl
         rec = float((d_to_p[bt] <= tol).mean())
         f1s.append(0.0 if prec + rec == 0 else 2 * prec * rec / (prec + rec))
         dists.append(float(np.concatenate([d_to_t[bp], d_to_p[bt]]).mean()))
-    return float(np.mean(f1s)), float(np.mean(dists))
+    return {"f1": float(np.mean(f1s)) if f1s else 1.0,
+            "distance": float(np.mean(dists)) if dists else None,
+            "missed": missed, "spurious": spurious}
 
 
 def measure_segmenter(folder: Path, images, labels, names: list[str]) -> dict:
@@ -318,11 +323,14 @@ def measure_segmenter(folder: Path, images, labels, names: list[str]) -> dict:
     meter.update(res.labels, labels)
     r = meter.result()
     bf = [boundary_scores(p, t, card.num_classes) for p, t in zip(res.labels, labels, strict=True)]
+    dists = [b["distance"] for b in bf if b["distance"] is not None]
     return {"slices": int(len(images)), "side": int(images.shape[-1]),
             "mean_dice": r["mean_dice"], "mean_dice_pooled": r["mean_dice_pooled"],
             "dice_per_class": {c["name"]: c["dice"] for c in r["per_class"][1:]},
-            "boundary_f1_1px": float(np.mean([b[0] for b in bf])),
-            "boundary_distance_px": float(np.mean([b[1] for b in bf]))}
+            "boundary_f1_1px": float(np.mean([b["f1"] for b in bf])),
+            "boundary_distance_px": float(np.mean(dists)) if dists else None,
+            "organs_missed": int(sum(b["missed"] for b in bf)),
+            "organs_spurious": int(sum(b["spurious"] for b in bf))}
 
 
 def cpu_seconds_per_slice(folder: Path, image, repeats: int = 3) -> float:
@@ -410,12 +418,16 @@ def choose_size(rows: list[dict], dice_tol: float, bf_tol: float) -> dict:
 
 def size_table(rows: list[dict]) -> str:
     head = ("| input size | Dice (512², held out) | boundary F1 ≤1 px | boundary distance px | "
-            "CPU s / 512² slice (1 thread) | fine-tune s |\n| ---: | ---: | ---: | ---: | ---: "
-            "| ---: |\n")
+            "organs missed / spurious | CPU s / 512² slice (1 thread) | fine-tune s |\n"
+            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
     return head + "".join(
         f"| {r['size']} | {r['mean_dice']:.3f} | {r['boundary_f1_1px']:.3f} | "
-        f"{r['boundary_distance_px']:.2f} | {r['cpu_s_per_slice']:.3f} | "
-        f"{r['finetune_seconds']:.0f} |\n" for r in rows)
+        f"{_num(r['boundary_distance_px'])} | {r['organs_missed']} / {r['organs_spurious']} | "
+        f"{r['cpu_s_per_slice']:.3f} | {r['finetune_seconds']:.0f} |\n" for r in rows)
+
+
+def _num(v) -> str:
+    return "n/a" if v is None else f"{v:.2f}"
 
 
 # -- main ----------------------------------------------------------------------------------------
@@ -501,23 +513,26 @@ def build_segmenter(args, work: Path, mae: Path, common: dict) -> None:
         mpath = work / f"seg{size}.json"
         key = settings(args, "cls_")
         old = cached(mpath, folder, key)
-        if old is not None:
-            rows.append(old["row"])
-            log(f"segmenter {size}px: reused {rows[-1]}")
-            continue
-        log(f"segmenter {size}px: fine-tuning {args.seg_steps} steps")
-        train, val = seg_data(size)
-        model, recipe = finetune("segmentation", mae, train, val, size, args.seg_steps,
-                                 args.seg_batch, args.seg_lr, args, CLASS_NAMES)
-        save(model, folder, "abdomen-organs", CLASSES, size, SEG_DESCRIPTION,
-             {**common, "recipe": recipe})
+        if old is not None:  # trained earlier with these settings: measured again here
+            seconds = old.get("finetune_seconds", old.get("row", {}).get("finetune_seconds"))
+            log(f"segmenter {size}px: reusing the model trained in {seconds:.0f} s")
+        else:
+            log(f"segmenter {size}px: fine-tuning {args.seg_steps} steps")
+            train, val = seg_data(size)
+            model, recipe = finetune("segmentation", mae, train, val, size, args.seg_steps,
+                                     args.seg_batch, args.seg_lr, args, CLASS_NAMES)
+            save(model, folder, "abdomen-organs", CLASSES, size, SEG_DESCRIPTION,
+                 {**common, "recipe": recipe})
+            seconds = recipe["seconds"]
+            atomic_write_text(mpath, json.dumps({"finetune_seconds": seconds, "settings": key},
+                                                indent=2) + "\n")
         m = measure_segmenter(folder, test_img, test_lab, CLASS_NAMES)
         row = {"size": size, **m, "cpu_s_per_slice": cpu_seconds_per_slice(folder, test_img[:8]),
-               "finetune_seconds": recipe["seconds"]}
-        atomic_write_text(mpath, json.dumps({"row": row, "settings": key}, indent=2) + "\n")
+               "finetune_seconds": seconds}
         rows.append(row)
         log(f"segmenter {size}px: Dice {row['mean_dice']:.4f}, boundary F1 "
-            f"{row['boundary_f1_1px']:.3f}, distance {row['boundary_distance_px']:.2f} px, "
+            f"{row['boundary_f1_1px']:.3f}, distance {row['boundary_distance_px']} px, "
+            f"missed {row['organs_missed']}, spurious {row['organs_spurious']}, "
             f"{row['cpu_s_per_slice']:.3f} CPU s/slice")
     chosen = choose_size(rows, args.dice_tolerance, args.boundary_tolerance)
     table = size_table(rows)

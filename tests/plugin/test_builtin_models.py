@@ -62,6 +62,7 @@ def test_segmenter_input_size_was_chosen_by_measurement():
     for r in rows:
         assert r["side"] == 512 and r["slices"] >= 16
         assert 0 <= r["boundary_f1_1px"] <= 1 and r["boundary_distance_px"] >= 0
+        assert r["organs_missed"] >= 0 and r["organs_spurious"] >= 0
         assert r["cpu_s_per_slice"] > 0
     # the recorded rule, re-applied to the recorded table, picks the shipped size
     build = _script()
@@ -100,13 +101,17 @@ def test_boundary_scores():
     build = _script()
     truth = np.zeros((64, 64), np.uint8)
     truth[16:48, 16:48] = 1
-    f1, dist = build.boundary_scores(truth, truth, 2)
-    assert f1 == 1.0 and dist == 0.0
-    shifted = np.roll(truth, 3, axis=1)
-    f1, dist = build.boundary_scores(shifted, truth, 2)
-    assert f1 < 0.6 and 1.0 < dist < 3.0
-    f1, dist = build.boundary_scores(np.zeros_like(truth), truth, 2)  # missed organ
-    assert f1 == 0.0 and dist == 64
+    b = build.boundary_scores(truth, truth, 3)
+    assert b == {"f1": 1.0, "distance": 0.0, "missed": 0, "spurious": 0}
+    b = build.boundary_scores(np.roll(truth, 3, axis=1), truth, 3)
+    assert b["f1"] < 0.6 and 1.0 < b["distance"] < 3.0
+    stairs = truth.copy()  # a 4-px staircase along one edge: found, but not within 1 px
+    stairs[16:48:8, 12:16] = 1
+    b = build.boundary_scores(stairs, truth, 3)
+    assert 0.5 < b["f1"] < 1.0 and b["distance"] > 0
+    other = np.where(truth == 1, 2, 0).astype(np.uint8)  # organ 1 missed, organ 2 invented
+    b = build.boundary_scores(other, truth, 3)
+    assert b == {"f1": 0.0, "distance": None, "missed": 1, "spurious": 1}
 
 
 @pytest.mark.slow
