@@ -2,13 +2,22 @@
 
 * segmentation inference and train step, FLOP-normalised: ratio = our seconds per
   FLOP / timm's seconds per FLOP (≤ 1.0 means our kernels are as efficient);
-* MAE pretraining step: images/s, and the share of the step spent drawing masks.
+* MAE pretraining step: images/s, and the share of the step spent drawing masks;
+* ``python -m benchmarks.bench_models --cpu-batch``: CPU-seconds per slice and peak
+  memory of inference at batch 1/2/4/8 on 512² slices, built-in and paper-size models
+  (how ``training.interactive.CPU_BATCH`` was chosen).
 """
 from __future__ import annotations
 
+import argparse
+import json
 import statistics
+import subprocess
+import sys
 import time
+from pathlib import Path
 
+import numpy as np
 import timm
 import torch
 
@@ -16,7 +25,7 @@ from training.models import build_model
 from training.models.masking import random_window_mask
 from training.runtime.optim import build_optimizer
 
-from .common import count_flops, environment, interleaved, paired_ratio
+from .common import count_flops, environment, interleaved, paired_ratio, report
 
 
 def _train_step(model, opt, x, loss_fn):
@@ -148,3 +157,104 @@ def bench_mae_step(device, batch: int, rounds: int) -> list[dict]:
              "masking_share": round(t["mask"] / t["step"], 5),
              "ratio_meaning": "masking_share: masking time / full train step (target <= 0.02)",
              "batch": batch, "env": environment(device), "time": time.time()}]
+
+
+# -- CPU batch size of inference --------------------------------------------------------------
+def _batch_models() -> dict:
+    """name -> (model, card): the built-in abdominal model and the paper-size U-Net (the
+    ``vismae`` preset at 224², random weights: the cost does not depend on the weights)."""
+    from dataclasses import replace
+
+    from training.weights.card import ModelCard
+    from training.weights.checkpoint import load_checkpoint
+
+    root = Path(__file__).resolve().parents[1] / "napari_vismae" / "models" / "abdomen-organs"
+    model, card = load_checkpoint(root, device="cpu")
+    torch.manual_seed(0)
+    paper = build_model("segmentation", "vismae", num_classes=card.num_classes)
+    prep = replace(card.prep, input_size=paper.cfg.img_size)
+    paper_card = ModelCard(name="paper-size", task="segmentation",
+                           architecture=paper.cfg.to_dict(), num_classes=card.num_classes,
+                           classes=card.classes, preprocessing=prep.to_dict())
+    return {"builtin": (model.eval(), card), "paper": (paper.eval(), paper_card)}
+
+
+def _segment(model, card, vol, batch):
+    from training.interactive.inference import run, segment_steps
+
+    return run(segment_steps(model, card, vol, modality="CT", window=(40.0, 400.0),
+                             batch_size=batch, device="cpu"))
+
+
+def _peak_child(name: str, batch: int, slices: int, size: int) -> None:
+    """In a fresh process: the peak RSS that segmenting ``slices`` slices at ``batch`` adds
+    above the RSS with the model loaded and warm (printed as JSON; Linux /proc)."""
+    model, card = _batch_models()[name]
+    vol = np.random.default_rng(0).normal(40, 200, (slices, size, size)).astype(np.float32)
+    _segment(model, card, vol[:1], 1)  # import / first-call costs outside the window
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset the peak (VmHWM) to the current RSS
+    base = _status_kb("VmRSS")
+    _segment(model, card, vol, batch)
+    print(json.dumps({"peak_mb": round(max(_status_kb("VmHWM") - base, 0) / 1024, 1)}))
+
+
+def _status_kb(field: str) -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+
+
+def bench_cpu_batch(batches=(1, 2, 4, 8), slices: int = 16, size: int = 512,
+                    rounds: int = 3) -> list[dict]:
+    """CPU-seconds and wall seconds per slice of the engine (``segment_steps``) at each
+    batch size, interleaved in one process (ABBA rounds), and the peak memory each batch
+    adds, each in a fresh process. Ratio = CPU-s/slice over batch 1's, median of paired rounds."""
+    models = _batch_models()
+    vol = np.random.default_rng(0).normal(40, 200, (slices, size, size)).astype(np.float32)
+    out = []
+    for name, (model, card) in models.items():
+        cpu: dict = {}
+        fns = {b: (lambda b=b, m=model, c=card: _segment(m, c, vol, b)) for b in batches}
+        wall = interleaved(fns, torch.device("cpu"), rounds, warmup=1, raw=True, cpu=cpu)
+        peaks = {}
+        for b in batches:
+            r = subprocess.run([sys.executable, "-m", "benchmarks.bench_models", "--peak-child",
+                                name, str(b), str(slices), str(size)], capture_output=True,
+                               text=True, cwd=Path(__file__).resolve().parents[1], check=True)
+            peaks[b] = json.loads(r.stdout.strip().splitlines()[-1])["peak_mb"]
+        for b in batches:
+            out.append({
+                "name": f"cpu_batch_{name}_{size}sq_b{b}", "model": name, "batch": b,
+                "input_size": card.prep.input_size,
+                "cpu_s_per_slice": round(statistics.median(cpu[b]) / slices, 4),
+                "cpu_s_per_slice_spread": [round(min(cpu[b]) / slices, 4),
+                                           round(max(cpu[b]) / slices, 4)],
+                "wall_s_per_slice": round(statistics.median(wall[b]) / slices, 4),
+                "ratio": round(paired_ratio(cpu[b], cpu[batches[0]]), 3),
+                "ratio_meaning": f"CPU-s per slice at batch {b} / at batch {batches[0]}, "
+                                 "median of paired interleaved rounds (< 1: batching pays)",
+                "peak_mb": peaks[b], "slices": slices, "rounds": rounds,
+                "env": environment(torch.device("cpu")), "time": time.time()})
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.bench_models", description=__doc__)
+    p.add_argument("--cpu-batch", action="store_true",
+                   help="CPU-s/slice and peak memory of inference at batch 1/2/4/8")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--slices", type=int, default=16)
+    p.add_argument("--peak-child", nargs=4, metavar=("MODEL", "BATCH", "SLICES", "SIZE"),
+                   help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.peak_child:
+        name, b, n, s = args.peak_child
+        _peak_child(name, int(b), int(n), int(s))
+        return 0
+    if args.cpu_batch:
+        report(bench_cpu_batch(slices=args.slices, rounds=args.rounds))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

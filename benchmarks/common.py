@@ -15,10 +15,27 @@ from torch.utils.flop_counter import FlopCounterMode
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def git_commit() -> str | None:
+    """The repository's HEAD commit (with ``+dirty`` for uncommitted changes), or None."""
+    import subprocess
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, text=True,
+                              capture_output=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=root, text=True, capture_output=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("+dirty" if dirty.strip() else "")
+
+
 def environment(device: torch.device) -> dict:
+    """What a result depends on: versions, cores, threads, device, commit and machine load."""
     env = {"torch": torch.__version__, "python": platform.python_version(),
            "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-           "threads": torch.get_num_threads(), "device": str(device)}
+           "threads": torch.get_num_threads(), "device": str(device), "commit": git_commit()}
+    if hasattr(os, "getloadavg"):
+        env["load_1min"] = round(os.getloadavg()[0], 2)
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)
     return env

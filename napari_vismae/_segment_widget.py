@@ -24,6 +24,8 @@ from magicgui.widgets import (
     create_widget,
 )
 
+from training.interactive import CPU_BATCH
+
 from ._domain import DomainGuard, fit_height
 from ._layers import (
     apply_prediction_diff,
@@ -46,9 +48,11 @@ if TYPE_CHECKING:
 SCOPES = ("current slice", "all slices", "slice range")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16")
-# batch size on CPU: measured with benchmarks/bench_plugin.py (CPU-seconds per slice are
-# flat from batch 1 to 8 while peak memory grows with the batch); GPUs take bigger batches
-DEFAULT_BATCH = 2
+# batch size on CPU, chosen by measurement (``python -m benchmarks.bench_models
+# --cpu-batch``, docs/performance.md: batch 4 takes the fewest CPU-seconds per slice with
+# the built-in and the paper-size model, batch 8 no fewer and twice the memory); the
+# engine's default too. GPUs take bigger batches.
+DEFAULT_BATCH = CPU_BATCH
 
 
 def wrap(label: Label) -> Label:
@@ -106,6 +110,7 @@ class SegmentWidget(Container):
             lambda *_: _tracking.events.changed.disconnect(self._on_tracking, missing_ok=True))
         self._models = MODELS
         self.worker = None
+        self._busy = False
         self.last_result = None
         self.last_layer = None
         self._syncing = False
@@ -124,6 +129,7 @@ class SegmentWidget(Container):
         self._first.visible = self._last.visible = scope == "slice range"
 
     def _set_running(self, running: bool) -> None:
+        self._busy = running
         self._run.enabled = not running
         self._cancel.enabled = running
         self._progress.visible = running
@@ -200,8 +206,8 @@ class SegmentWidget(Container):
         """Start segmentation in a worker thread (returns at once)."""
         from napari.utils.notifications import show_error
 
-        if self.worker is not None and self.worker.is_running:
-            return
+        if self._busy:  # (not ``worker.is_running``: the last worker's thread may still be
+            return      # winding down after its result was delivered; a click then is new)
         layer, entry = unwrap(self._image.value), self._model.value
         if layer is None or entry is None:
             show_error("The models are still loading; try again in a moment." if models_loading()
@@ -249,7 +255,8 @@ class SegmentWidget(Container):
             total=batches, desc=f"VIS-MAE segment ({entry.name})",
             on_progress=self._on_progress,
             on_result=lambda out: self._on_result(out, layer, entry, lineage, target),
-            on_error=self._on_error, on_aborted=self._on_aborted, post=post)
+            on_error=self._on_error, on_aborted=self._on_aborted, post=post,
+            activity=batches > 1)  # one batch: nothing to follow in the activity dock
         self._set_running(True)
 
     def cancel(self) -> None:

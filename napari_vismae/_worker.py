@@ -82,12 +82,13 @@ def _work(cache: ModelCache, entry, kind: str, data, kwargs: dict, device: str,
 def start_worker(cache: ModelCache | None, entry, kind: str, data, kwargs: dict, device: str,
                  *, total: int, desc: str, on_progress: Callable, on_result: Callable,
                  on_error: Callable, on_aborted: Callable,
-                 post: Callable[[Any], Any] | None = None):
-    """Start :func:`_work` in a napari thread worker with a progress bar in the activity dock."""
+                 post: Callable[[Any], Any] | None = None, activity: bool = True):
+    """Start :func:`_work` in a napari thread worker with a progress bar in the activity dock
+    (``activity=False``: none, for runs too short to follow there)."""
     from napari.qt.threading import create_worker
 
     worker = create_worker(_work, cache or MODELS, entry, kind, data, kwargs, device, post,
-                           _progress={"total": total + 1, "desc": desc})
+                           _progress={"total": total + 1, "desc": desc} if activity else None)
     worker.yielded.connect(on_progress)
     worker.returned.connect(on_result)
     worker.errored.connect(on_error)

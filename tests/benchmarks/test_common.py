@@ -20,3 +20,14 @@ def test_paired_ratio_cancels_a_load_change_between_rounds():
     a = [1.0, 2.0, 4.0, 1.0, 2.0]  # the machine got 2x, 4x slower in some rounds
     b = [0.5, 1.0, 2.0, 0.5, 1.0]
     assert paired_ratio(a, b) == 2.0
+
+
+def test_environment_names_the_commit_and_the_load():
+    import re
+
+    import torch
+
+    from benchmarks.common import environment
+    env = environment(torch.device("cpu"))
+    assert re.fullmatch(r"[0-9a-f]{12}(\+dirty)?", env["commit"] or ""), env["commit"]
+    assert env["load_1min"] >= 0

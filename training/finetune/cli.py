@@ -19,6 +19,14 @@ from training.data.datasets import (
 )
 from training.data.preprocessing import Preprocessing
 from training.finetune.engine import MODES, FinetuneConfig, build_finetune_model
+from training.finetune.recipe import (
+    PRETRAINED_DEFAULT,
+    RESCALES,
+    TRANSFERS,
+    build_for_config,
+    is_random_init,
+    resolve,
+)
 from training.finetune.runner import finetune, make_classes
 from training.runtime.atomic import check_writable
 from training.runtime.device import default_device_name, flush_denormals
@@ -76,8 +84,24 @@ def add_train_args(p: argparse.ArgumentParser, for_cv: bool = False) -> None:
                    help="initial weights: an MAE checkpoint directory (ours), an official VIS-MAE "
                         ".pth, or 'random' (the random-init baseline)")
     g.add_argument("--encoder-only", action="store_true",
-                   help="transfer only the encoder (keep the decoder random); default: encoder "
-                        "and decoder, as the official code")
+                   help="same as --transfer encoder")
+    g = p.add_argument_group("recipe for pretrained inits (training.finetune.recipe; defaults "
+                             "chosen by docs/label_efficiency.md; ignored for --init random)")
+    g.add_argument("--transfer", choices=TRANSFERS,
+                   help="what the init gives: 'full' = encoder and decoder (the paper's official "
+                        f"code), 'encoder' = encoder only, fresh decoder (default "
+                        f"{PRETRAINED_DEFAULT.transfer})")
+    g.add_argument("--rescale", choices=RESCALES,
+                   help="'std': rescale each transferred weight matrix to the std of the fresh "
+                        "fine-tuning init (MAE weights are 2-6x larger); 'none': keep them "
+                        f"(default {PRETRAINED_DEFAULT.rescale})")
+    g.add_argument("--layer-decay", type=float,
+                   help="layer-wise lr decay: encoder block k of L gets lr*d^(L-k), patch "
+                        f"embedding lr*d^L, decoder lr; 1 = off (default "
+                        f"{PRETRAINED_DEFAULT.layer_decay})")
+    g.add_argument("--freeze-encoder-steps", type=int,
+                   help="train only the decoder and head for the first N steps, then all "
+                        f"(default {PRETRAINED_DEFAULT.freeze_encoder_steps})")
     g.add_argument("--preset", default="vismae", help="architecture for --init random "
                    "(vismae, vismae_official_seg, small, tiny)")
     g.add_argument("--num-classes", type=int, help="number of classes; segmentation: labels + 1 "
@@ -264,28 +288,30 @@ def infer_num_classes(args, task: str) -> int:
 def train_config_from_args(args) -> FinetuneConfig:
     if args.task is None:
         raise DataError("give --task segmentation|classification")
-    return FinetuneConfig(
+    cfg = FinetuneConfig(
         task=args.task, num_classes=infer_num_classes(args, args.task), mode=args.mode,
         epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
         lr=args.lr, min_lr=args.min_lr, weight_decay=args.weight_decay,
         warmup_epochs=args.warmup_epochs, augment=not args.no_augment, ce_weight=args.ce_weight,
         dice_weight=args.dice_weight, dice_denominator=args.dice_denominator,
         grad_clip=args.grad_clip, seed=args.seed, device=args.device, val_every=args.val_every,
-        cache_mb=getattr(args, "cache_mb", FinetuneConfig.cache_mb))
+        cache_mb=getattr(args, "cache_mb", FinetuneConfig.cache_mb),
+        transfer="encoder" if args.encoder_only else args.transfer, rescale=args.rescale,
+        layer_decay=args.layer_decay, freeze_encoder_steps=args.freeze_encoder_steps)
+    return resolve(cfg, pretrained=not is_random_init(args.init))  # the recipe, in the card
 
 
 def make_model_factory(args, cfg: FinetuneConfig):
     """-> (factory() -> (model, finetune-kwargs), preprocessing) for the CLI and CV."""
     _, _, parent_prep, parent_name = build_finetune_model(cfg.task, cfg.num_classes, args.init,
-                                                          args.preset, args.encoder_only)
+                                                          args.preset)
     prep, origin = prep_and_origin(args, parent_prep, parent_name)
     names, colors = class_info(args, cfg.task, cfg.num_classes)
     classes = make_classes(names, cfg.num_classes, cfg.task, colors)
 
     def factory():
         torch.manual_seed(cfg.seed)
-        model, report, _, parent = build_finetune_model(cfg.task, cfg.num_classes, args.init,
-                                                         args.preset, args.encoder_only)
+        model, report, _, parent, _ = build_for_config(cfg, args.init, args.preset)
         return model, {"classes": classes, "parent": parent,
                        "transfer": report.to_dict() if report else None,
                        "progress": not args.no_progress, "preprocessing_origin": origin}
@@ -329,6 +355,10 @@ def main(argv: Sequence[str] | None = None) -> int:
               + (f"; overridden: {', '.join(origin['overridden'])}" if origin["overridden"]
                  else "") + f"): {prep.describe()}", file=sys.stderr)
         data = datasets_from_args(args, cfg.task, prep, cfg.num_classes, purpose="train")
+        if meta["transfer"]:
+            print(f"recipe: transfer {cfg.transfer}, rescale {cfg.rescale}, layer decay "
+                  f"{cfg.layer_decay}, encoder frozen for {cfg.freeze_encoder_steps} steps",
+                  file=sys.stderr)
         summary = finetune(model, data["train"], data.get("val"), cfg, args.out,
                            name=args.name or Path(args.out).name, resume=args.resume, **meta)
     except (DataError, ValueError, FileExistsError, FileNotFoundError, FloatingPointError,

@@ -27,7 +27,6 @@ import time
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -37,8 +36,14 @@ from training.data.augment import AugmentConfig, augment_batch
 from training.data.datasets import SliceDataset
 from training.data.preprocessing import Preprocessing, to_model_input
 from training.data.slice_datasets import CacheBudget, CachedDataset
+from training.finetune import recipe
 from training.finetune.losses import DiceCELoss
 from training.finetune.metrics import SegmentationMeter, classification_metrics
+from training.finetune.recipe import (  # noqa: F401 (re-exported: where callers import them)
+    build_finetune_model,
+    build_for_config,
+    is_random_init,
+)
 from training.runtime.device import flush_denormals
 from training.runtime.optim import WarmupCosine, build_optimizer
 
@@ -74,8 +79,16 @@ class FinetuneConfig:
     # prepared (model-resolution) training and validation items kept in memory, in MiB;
     # 0 prepares every slice at every use (see training.data.slice_datasets.CachedDataset)
     cache_mb: float = 1024.0
+    # recipe for pretrained backbones (training.finetune.recipe); None = the recipe default
+    # for the init (recipe.resolve): PRETRAINED_DEFAULT when pretrained, neutral when random
+    transfer: str | None = None  # "full" (encoder + decoder, the paper) | "encoder"
+    rescale: str | None = None  # "std": transferred weights to the fresh init's std | "none"
+    layer_decay: float | None = None  # layer-wise lr decay (1.0 = off)
+    freeze_encoder_steps: int | None = None  # train only what follows the encoder at first
 
     def __post_init__(self):
+        from training.finetune.recipe import validate
+        validate(self.transfer, self.rescale, self.layer_decay, self.freeze_encoder_steps)
         if self.task not in ("segmentation", "classification"):
             raise ValueError(f"task must be 'segmentation' or 'classification', got {self.task!r}")
         if self.mode not in MODES:
@@ -168,36 +181,6 @@ def make_loss(cfg: FinetuneConfig) -> nn.Module:
     return nn.CrossEntropyLoss()
 
 
-def build_finetune_model(task: str, num_classes: int, init: str | None = None,
-                         preset: str = "vismae", encoder_only: bool = False):
-    """-> (model, LoadReport or None, Preprocessing or None, parent description).
-
-    ``init``: None/'random' (random initialisation, the baseline), one of our
-    checkpoint directories (MAE or fine-tuned) or an official ``.pth``. The
-    architecture comes from the checkpoint; ``preset`` only for random init.
-    The returned preprocessing is the parent's (None for random init).
-    """
-    from training.data.preprocessing import OFFICIAL_PRETRAIN
-    from training.models import build_model
-    from training.weights.checkpoint import CARD_NAME, init_from_checkpoint, read_model_card
-    from training.weights.official import infer_architecture, read_state_dict
-
-    if init in (None, "", "random", "none"):
-        return build_model(task, preset, num_classes=num_classes), None, None, "random init"
-    path = Path(init)
-    if (path / CARD_NAME).is_file() or (path.parent / CARD_NAME).is_file():
-        card = read_model_card(path)
-        model = build_model(task, card.config, num_classes=num_classes)
-        report = init_from_checkpoint(model, path, encoder_only=encoder_only)
-        return model, report, card.prep, f"{card.name} ({card.task}, {path})"
-    state, name = read_state_dict(path)
-    _, cfg, _ = infer_architecture(state, name)
-    model = build_model(task, cfg, num_classes=num_classes)
-    report = init_from_checkpoint(model, state, encoder_only=encoder_only)
-    report.source = name
-    return model, report, OFFICIAL_PRETRAIN, f"official VIS-MAE checkpoint {path.name}"
-
-
 # -- the loop ------------------------------------------------------------------------------------
 def epoch_order(n: int, samples: int | None, generator: torch.Generator) -> list[int]:
     """Shuffled indices for one epoch; with ``samples``, whole permutations are chained."""
@@ -253,7 +236,12 @@ def finetune_steps(model: nn.Module, train_data: SliceDataset, val_data: SliceDa
     trainable = configure_trainable(model, cfg.mode)
     if not trainable:
         raise ValueError(f"mode {cfg.mode!r} leaves nothing to train")
-    optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay)
+    layer_decay = cfg.layer_decay if cfg.layer_decay is not None else 1.0
+    freeze_steps = cfg.freeze_encoder_steps or 0
+    if layer_decay != 1.0 or freeze_steps:
+        optimizer = recipe.build_optimizer(model, cfg.lr, cfg.weight_decay, layer_decay)
+    else:
+        optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay)
     n = len(train_data)
     spe = cfg.steps_per_epoch or math.ceil(n / cfg.batch_size)
     total = cfg.epochs * spe
@@ -284,6 +272,8 @@ def finetune_steps(model: nn.Module, train_data: SliceDataset, val_data: SliceDa
             idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
             if not idx:
                 break
+            if freeze_steps and state.step <= freeze_steps:  # freeze, then unfreeze
+                recipe.set_phase(model, trainable, freeze_steps, state.step)
             x, y = _collate(train_data, idx)
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             if cfg.augment:

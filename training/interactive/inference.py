@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from training.data.preprocessing import to_model_input, unit_slices
+from training.interactive import CPU_BATCH
 from training.interactive.ood import FeatureTap, reference_of, slice_scores
 from training.runtime.device import autocast_for, drain, pick_device  # noqa: F401  (re-exported)
 from training.weights.card import ModelCard
@@ -75,10 +76,13 @@ def _input_batch(vol: np.ndarray, idx: Sequence[int], card: ModelCard, modality,
 
 def segment_steps(model, card: ModelCard, image: np.ndarray, *, slices: Sequence[int] | None = None,
                   modality: str | None = None, window: tuple[float, float] | None = None,
-                  batch_size: int = 8, device: str | torch.device = "cpu", precision: str = "auto",
-                  keep_probabilities: bool = False, uncertainty: bool = False
-                  ) -> Generator[Progress, None, SegmentationResult]:
+                  batch_size: int | None = None, device: str | torch.device = "cpu",
+                  precision: str = "auto", keep_probabilities: bool = False,
+                  uncertainty: bool = False) -> Generator[Progress, None, SegmentationResult]:
     """Segment ``image`` ((y, x) or (z, y, x), raw intensities, HU for CT) slice by slice.
+
+    ``batch_size``: slices per forward pass; by default :func:`default_batch` (measured:
+    on CPU larger batches cost as many CPU-seconds per slice and more memory).
 
     ``uncertainty``: also score each slice by the mean entropy inside its predicted
     foreground (active learning reads it; it costs a softmax per batch, so only on request).
@@ -87,6 +91,7 @@ def segment_steps(model, card: ModelCard, image: np.ndarray, *, slices: Sequence
     if card.task != "segmentation":
         raise ValueError(f"model {card.name!r} is a {card.task} model, not a segmentation model")
     vol, was_2d, idx, device, model = _prepare(model, image, slices, device)
+    batch_size = batch_size or default_batch(device)
     labels = np.zeros(vol.shape, np.uint8)
     scores = np.zeros(len(idx), np.float32) if uncertainty else None
     probs_out = (np.zeros((len(idx), card.num_classes, *vol.shape[1:]), np.float16)
@@ -98,6 +103,12 @@ def segment_steps(model, card: ModelCard, image: np.ndarray, *, slices: Sequence
 
     ood = yield from _run_batches(model, card, idx, batch_size, step)
     return SegmentationResult(labels[0] if was_2d else labels, idx, scores, probs_out, ood)
+
+
+def default_batch(device: str | torch.device) -> int:
+    """Slices per batch for segmentation inference: :data:`CPU_BATCH` on CPU (chosen by
+    ``python -m benchmarks.bench_models --cpu-batch``), 8 on an accelerator."""
+    return CPU_BATCH if torch.device(device).type == "cpu" else 8
 
 
 def _prepare(model, image: np.ndarray, slices, device):

@@ -31,6 +31,19 @@ def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     return x * keep.div_(1 - p)  # scale the per-sample mask, not x: one pass over x (as timm)
 
 
+def _no_autograd() -> bool:
+    """True when no graph is recorded (``torch.no_grad`` / ``inference_mode``): a fresh
+    intermediate may then be overwritten in place instead of allocating (and
+    page-faulting) another tensor of the same size. The in-place fast paths below compute
+    exactly what the out-of-place code computes."""
+    return not torch.is_grad_enabled()
+
+
+def _keeps_dtype(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """``a.add_(b)`` gives the dtype of ``a + b``."""
+    return torch.promote_types(a.dtype, b.dtype) == a.dtype
+
+
 class DropPath(nn.Module):
     def __init__(self, p: float = 0.0):
         super().__init__()
@@ -53,7 +66,10 @@ class Mlp(nn.Module):
         self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
+        h = self.fc1(x)
+        if _no_autograd() and type(self.act) is nn.GELU and self.act.approximate == "none":
+            return self.fc2(torch.ops.aten.gelu_(h))  # the 4C-wide activation: no second copy
+        return self.fc2(self.act(h))
 
 
 def window_partition(x: torch.Tensor, ws: int) -> torch.Tensor:
@@ -133,7 +149,10 @@ class WindowAttention(nn.Module):
         """softmax(q kᵀ / √d + bias) v. On CPU this beats SDPA's masked path by ~1.8×,
         which spends its time validating the mask."""
         attn = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)  # (Bw, heads, N, N)
-        attn = (attn.view(-1, *bias.shape) + bias).view(attn.shape)
+        # in place: the matmul's backward needs q and k, never its output
+        attn.view(-1, *bias.shape).add_(bias)
+        if _no_autograd() and not torch.is_autocast_enabled(attn.device.type):
+            return torch.softmax(attn, -1, out=attn) @ v
         return attn.softmax(-1) @ v
 
 
@@ -177,6 +196,13 @@ class SwinBlock(nn.Module):
         return x[:, :H, :W, :]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if _no_autograd() and not self.training:  # inference: residuals added in place
+            a = self._attention(self.norm1(x))  # a fresh tensor (roll / window reverse)
+            # in place only where the sum keeps the dtype x + a would have (under autocast a
+            # is bf16 and the residual stream fp32) and a is contiguous (not cropped padding)
+            x = a.add_(x) if a.is_contiguous() and _keeps_dtype(a, x) else a + x
+            m = self.mlp(self.norm2(x))
+            return x.add_(m) if _keeps_dtype(x, m) else x + m
         x = x + self.drop_path(self._attention(self.norm1(x)))
         return x + self.drop_path(self.mlp(self.norm2(x)))
 

@@ -10,20 +10,68 @@ from training.models.blocks import PatchExpanding
 from training.models.config import SwinConfig
 
 
-class _SumSquares(torch.autograd.Function):
-    """Σ_j y_j² over the last dim. Its backward is one multiply (2 g y), where
-    ``vector_norm(y).square()``'s takes four passes over y (a quarter of the folded
-    head's train-step time)."""
+class _ExpandSumSquares(torch.autograd.Function):
+    """Σ_j y_kj² of y = x Eᵀ viewed (N, ss, Eo), computed a few hundred rows at a time.
+
+    Forward writes y once (saved for backward) and reduces each chunk while it is in
+    cache; backward forms 2 g y one chunk at a time into a reused buffer and turns it
+    into both gradients with two small matmuls per chunk. The plain autograd graph
+    instead writes y, reads it for the norm, writes the p²-times-larger 2 g y to fresh
+    memory and reads that twice. Same FLOPs, fewer passes over big tensors.
+    """
 
     @staticmethod
-    def forward(ctx, y: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(y)
-        return torch.linalg.vector_norm(y, dim=-1).square()  # reads y once, writes nothing big
+    def forward(ctx, x: torch.Tensor, E: torch.Tensor, ss: int, rows: int = 512):
+        n = x.shape[0]
+        y = x.new_empty(n, E.shape[0])
+        out = x.new_empty(n, ss)
+        Et = E.t()
+        for s in range(0, n, rows):
+            e = min(n, s + rows)
+            torch.mm(x[s:e], Et, out=y[s:e])
+            torch.linalg.vector_norm(y[s:e].view(e - s, ss, -1), dim=-1, out=out[s:e])
+        ctx.save_for_backward(x, E, y)
+        ctx.ss, ctx.rows = ss, rows
+        return out.square_()
 
     @staticmethod
-    def backward(ctx, g: torch.Tensor) -> torch.Tensor:
-        (y,) = ctx.saved_tensors
-        return y * (2 * g).unsqueeze(-1)
+    def backward(ctx, g: torch.Tensor):
+        x, E, y = ctx.saved_tensors
+        ss, rows = ctx.ss, ctx.rows
+        n = x.shape[0]
+        want_x, want_E = ctx.needs_input_grad[:2]
+        gx = x.new_empty(x.shape) if want_x else None
+        gE = torch.zeros_like(E) if want_E else None
+        buf = y.new_empty(min(rows, n), y.shape[1])
+        for s in range(0, n, rows):
+            e = min(n, s + rows)
+            gy = buf[:e - s]
+            torch.mul(y[s:e].view(e - s, ss, -1), (2 * g[s:e]).unsqueeze(-1),
+                      out=gy.view(e - s, ss, -1))
+            if want_x:
+                torch.mm(gy, E, out=gx[s:e])
+            if want_E:  # (mm then add_: FLOP counters miss an in-place addmm_)
+                gE.add_(torch.mm(gy.t(), x[s:e]))
+        return gx, gE, None, None
+
+
+def _sum_squares_chunked(x: torch.Tensor, E: torch.Tensor, ss: int,
+                         rows: int = 512) -> torch.Tensor:
+    """(N, ss): Σ_j y_kj² of y = x Eᵀ viewed (N, ss, Eo), a few hundred rows at a time.
+
+    The full y (p² times the decoder tokens: 38 MB for two 224² images) would be written
+    to fresh, page-faulted memory and read back; a chunk stays in cache and its buffer is
+    reused (measured ~1.8x faster for this step on CPU). Inference only (no autograd).
+    """
+    n = x.shape[0]
+    out = x.new_empty(n, ss)
+    buf = x.new_empty(min(rows, n), E.shape[0])
+    Et = E.t()
+    for s in range(0, n, rows):
+        e = min(n, s + rows)
+        y = torch.mm(x[s:e], Et, out=buf[:e - s])
+        torch.linalg.vector_norm(y.view(e - s, ss, -1), dim=-1, out=out[s:e])
+    return out.square_()
 
 
 class SwinUNet(SwinBackbone):
@@ -106,7 +154,14 @@ class SwinUNet(SwinBackbone):
         # statistics by reductions that never write a tensor the size of y (var_mean,
         # y.square() and LayerNorm itself each cost ~10x a plain sum over y on CPU)
         mean = F.linear(x, E.view(ss, Eo, C).mean(1)).unsqueeze(-1)  # (B, h, w, ss, 1)
-        mean_sq = _SumSquares.apply(F.linear(x, E).view(B, h, w, ss, Eo)).unsqueeze(-1) / Eo
+        # chunks of 512 rows on CPU (cache-sized); one chunk on accelerators, where big
+        # matmuls are cheap and every chunk would cost kernel launches
+        rows = 512 if x.device.type == "cpu" else max(1, B * h * w)
+        if torch.is_grad_enabled():
+            mean_sq = _ExpandSumSquares.apply(x.reshape(-1, C), E, ss, rows).view(B, h, w, ss)
+        else:
+            mean_sq = _sum_squares_chunked(x.reshape(-1, C), E, ss, rows).view(B, h, w, ss)
+        mean_sq = mean_sq.unsqueeze(-1) / Eo
         var = (mean_sq - mean.square()).clamp_min(0)
         num = F.linear(x, A).view(B, h, w, ss, K)
         return (num - mean * Wg.sum(1)) * torch.rsqrt(var + fpe.norm.eps) + W @ fpe.norm.bias

@@ -25,6 +25,8 @@ class TransferReport:
     new: list[str] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)  # in the source, not used by the model
     mismatched: list[str] = field(default_factory=list)  # same name, other shape (not loaded)
+    # loaded weight matrices rescaled to the fresh init's std: name -> factor applied
+    rescaled: dict[str, float] = field(default_factory=dict)
 
     def summary(self) -> str:
         return (f"{self.source}: loaded {len(self.loaded)}, newly initialised {len(self.new)}, "
@@ -32,7 +34,8 @@ class TransferReport:
 
     def to_dict(self) -> dict:
         return {"source": self.source, "loaded": len(self.loaded), "new": self.new,
-                "ignored": self.ignored, "mismatched": self.mismatched}
+                "ignored": self.ignored, "mismatched": self.mismatched,
+                "rescaled": len(self.rescaled)}
 
 
 def load_state_dict_checked(model: nn.Module, state: dict, source) -> None:
@@ -70,3 +73,34 @@ def transfer_state_dict(model: nn.Module, state: dict, source: str = "",
     report.loaded = sorted(usable)
     report.new = sorted(k for k in own if k not in usable)
     return report
+
+
+def rescalable(name: str, tensor) -> bool:
+    """A weight matrix (linear / conv): not a norm, bias, position-bias table or token."""
+    return (tensor.ndim >= 2 and name.endswith(".weight")
+            and "relative_position_bias_table" not in name and "token" not in name)
+
+
+def weight_stds(model: nn.Module) -> dict[str, float]:
+    """Standard deviation of every rescalable tensor (call on a freshly initialised model)."""
+    return {k: float(v.float().std()) for k, v in model.state_dict().items() if rescalable(k, v)}
+
+
+def rescale_to_reference(model: nn.Module, reference: dict[str, float], names) -> dict[str, float]:
+    """Multiply each tensor in ``names`` (that ``reference`` holds) by ``reference std / its
+    std``, so the transferred weights keep their pattern at the fresh init's scale.
+    Returns ``{name: factor}``."""
+    import torch
+
+    own = dict(model.named_parameters())
+    out = {}
+    with torch.no_grad():
+        for k in names:
+            if k not in reference or k not in own:
+                continue
+            std = float(own[k].float().std())
+            if std > 0 and reference[k] > 0:
+                f = reference[k] / std
+                own[k].mul_(f)
+                out[k] = f
+    return out
