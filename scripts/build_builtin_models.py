@@ -224,6 +224,15 @@ def input_use(mae: Path) -> dict:
 
 
 # -- fine-tuning ---------------------------------------------------------------------------------
+# The fine-tune recipe knobs (training.finetune.recipe), pinned: the shipped models were trained
+# with these before that module's default for pretrained inits (encoder transfer + std rescale +
+# 20 frozen-encoder steps, chosen by the label-efficiency ablation) landed.
+KNOBS = {"transfer": "encoder", "rescale": "none", "layer_decay": 1.0, "freeze_encoder_steps": 0}
+KNOBS_NOTE = ("pinned to encoder-only transfer without rescaling, layer decay or freezing: the "
+              "models were trained before training.finetune.recipe's default for pretrained "
+              "inits (encoder + std rescale + 20 frozen-encoder steps) existed")
+
+
 def finetune(task: str, mae: Path, train, val, size: int, steps: int, batch: int, lr: float,
              args, names: list[str], init_note: str | None = None):
     """Fine-tune from the MAE (encoder-only transfer); returns (model at its best validation
@@ -238,7 +247,7 @@ def finetune(task: str, mae: Path, train, val, size: int, steps: int, batch: int
     evals = 4 if steps >= 40 else 1
     cfg = FinetuneConfig(task=task, num_classes=len(names), epochs=evals,
                          steps_per_epoch=max(1, steps // evals), batch_size=batch, lr=lr,
-                         warmup_epochs=0.5, augment=False, seed=args.seed)
+                         warmup_epochs=0.5, augment=False, seed=args.seed, **KNOBS)
     best, history, t0 = None, [], time.perf_counter()
     for ev in finetune_steps(model, train, val, cfg, class_names=names):
         if ev["kind"] == "step" and ev["step"] % 40 == 0:
@@ -413,6 +422,8 @@ def choose_size(rows: list[dict], dice_tol: float, bf_tol: float) -> dict:
     best_bf = max(r["boundary_f1_1px"] for r in rows)
     ok = [r for r in rows if r["mean_dice"] >= best_dice - dice_tol
           and r["boundary_f1_1px"] >= best_bf - bf_tol]
+    if not ok:  # no size is near the best on both: the best Dice wins
+        return max(rows, key=lambda r: r["mean_dice"])
     return min(ok, key=lambda r: (r["cpu_s_per_slice"], r["size"]))
 
 
@@ -680,6 +691,8 @@ def install(src: Path, dest: Path, extra: dict, common: dict) -> None:
         if hist:
             prov["metrics"] = {"val_dice": max(h["val_dice"] for h in hist)}
     prov.setdefault("data", {})
+    if isinstance(prov.get("recipe"), dict):
+        prov["recipe"] = {**prov["recipe"], "knobs": KNOBS, "knobs_note": KNOBS_NOTE}
     card.provenance = _relative_paths(prov, str(REPO) + "/")
     path = save_checkpoint(model, dest, card, overwrite=True, dtype=torch.float16)
     log(f"installed {_rel(str(path))}")
