@@ -635,9 +635,12 @@ def build_classifier(args, work: Path, mae: Path, common: dict) -> None:
     cls_card_extra = {
         "held_out": cls["held_out"],
         "input_size": {"chosen": args.cls_size,
-                       "rule": "lesions (radius 7-11 % of the half field of view) are 9-14 px "
+                       "rule": f"lesions (radius 7-11 % of the half field of view) are "
+                               f"{0.07 * args.cls_size:.0f}-{0.11 * args.cls_size:.0f} px "
                                f"across at {args.cls_size} px, visible at a 60 HU contrast "
-                               f"over the liver; the classifier was not size-searched"},
+                               f"over the liver (checked on images); not size-searched: "
+                               f"classification straight from the MAE failed at 64 and 128 px "
+                               f"alike, the lesion-segmentation pre-step made it work"},
         "data": {"seeds": {"pretraining_cases": [1000, 999 + args.pretrain_cases],
                            "pretraining_slices": args.pretrain_seed,
                            "train": args.cls_train_seed, "validation": args.cls_val_seed,
