@@ -379,7 +379,8 @@ def measure_classifier(folder: Path, images, y, names: list[str]) -> dict:
 
 
 RUN_ONLY = {"work", "out", "quick", "threads", "stage", "no_install", "seg_sizes",
-            "dice_tolerance", "boundary_tolerance", "min_auc"}
+            "dice_tolerance", "boundary_tolerance", "min_auc",
+            "seg_test", "seg_test_seed"}  # the segmenters are re-measured on every run
 
 
 def settings(args, drop_prefix: str) -> dict:
