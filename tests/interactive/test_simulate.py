@@ -165,3 +165,24 @@ def test_every_cli_option_has_help():
     missing = [a.dest for a in parser._actions
                if not isinstance(a, argparse._HelpAction) and not (a.help or "").strip()]
     assert not missing
+
+
+def test_mae_start_uses_the_pretraining_and_fine_tune_recipes(tmp_path):
+    """The MAE start: augmented pretraining with 8-px mask units and normalised targets, its
+    input-use check recorded, then the recipe's default transfer for pretrained inits."""
+    from training.finetune.recipe import PRETRAINED_DEFAULT
+    from training.interactive.simulate_data import load_data, prepare_models
+    from training.weights.checkpoint import read_model_card
+
+    cfg = dataclasses.replace(TINY, starts=("mae",))
+    info, recipe = prepare_models(load_data("phantom", cfg), cfg, tmp_path, progress=False)
+    mae = read_model_card(tmp_path / "mae-pretrained")
+    assert mae.task == "mae" and mae.architecture["mask_unit"] == 8
+    assert mae.architecture["norm_pix_loss"] is True
+    assert "masked-patch error" in info["mae-pretrained"]["input_use_check"]
+    assert info["mae"]["recipe"]["transfer"] == PRETRAINED_DEFAULT.transfer
+    assert info["mae"]["recipe"]["rescale"] == PRETRAINED_DEFAULT.rescale
+    assert recipe["pretrained_default"] == PRETRAINED_DEFAULT.to_dict()
+    # kept models are reused, not retrained
+    again, _ = prepare_models(load_data("phantom", cfg), cfg, tmp_path, progress=False)
+    assert again["mae"]["seconds"] == info["mae"]["seconds"]
