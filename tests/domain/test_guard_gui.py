@@ -99,12 +99,25 @@ def test_ct_model_on_the_synthetic_ct_runs_at_once_with_a_low_score(
     assert shown(w._guard.label) and not w._guard.accept.value
 
 
+def _chance_copy(user_dir):
+    """The built-in classifier under another name, its card saying AUC 0.62 on 40 images (what
+    the first built-in classifier scored): the plugin must refuse to decide with it."""
+    from training.weights.checkpoint import load_checkpoint, save_checkpoint
+
+    model, card = load_checkpoint(_models.BUILTIN_DIR / "liver-lesion")
+    card.name = "chance-lesion"
+    card.provenance = {**card.provenance, "metrics": {"val_auc": 0.62},
+                       "data": {"val_images": 40}}
+    save_checkpoint(model, user_dir / "chance-lesion", card)
+
+
 def test_chance_level_classifier_gives_no_decision(
-        make_napari_viewer, qtbot, builtin_store, synthetic_folder,
+        make_napari_viewer, qtbot, builtin_store, synthetic_folder, tmp_path,
         error_notifications):  # noqa: F811
+    _chance_copy(tmp_path / "user")
     viewer = make_napari_viewer()
     _add(viewer, synthetic_folder)
-    w = _widget(viewer, qtbot, ClassifyWidget, "liver-lesion")
+    w = _widget(viewer, qtbot, ClassifyWidget, "chance-lesion")
     assert shown(w._chance) and "NO BETTER THAN CHANCE" in w._chance.value
     assert not shown(w._guard.label)
     w._scope.value = "current slice"
@@ -112,6 +125,14 @@ def test_chance_level_classifier_gives_no_decision(
     _wait_result(qtbot, w, None)
     text = w._decision.value
     assert "no decision" in text and "no better than chance" in text and "OOD score" in text
+    # the built-in classifier is informative (held-out AUC in its card): it decides
+    w._model.value = next(e for e in w._model.choices if e.name == "liver-lesion")
+    assert not shown(w._chance)
+    before = w.last_result
+    click(w._run)
+    _wait_result(qtbot, w, before)
+    text = w._decision.value
+    assert "no decision" not in text and ("lesion (" in text) and "OOD score" in text
 
 
 def test_body_region_from_the_dicom_header_is_checked(make_napari_viewer, qtbot, builtin_store,
