@@ -25,7 +25,10 @@ def keep_locked(current: np.ndarray, new: np.ndarray, locked) -> np.ndarray:
 class UncertainView:
     def __init__(self, w):
         self.w = w
-        self.next = PushButton(text="Next uncertain slice")
+        self.next = PushButton(text="Next uncertain slice", tooltip=(
+            "Jump to the slice the model is least sure about, away from slices you already "
+            "corrected or visited. Tip: first correct 2-3 slices spread over the volume "
+            "(docs/simulated_user.md: that needs the fewest corrections)"))
         self.auto = CheckBox(text="re-segment current slice after training", value=True)
         self.next.changed.connect(lambda *_: self.next_uncertain())
         self.cache = ModelCache()
