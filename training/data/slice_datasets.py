@@ -139,6 +139,11 @@ class SliceDataset(Dataset):
     def groups(self) -> list[str]:
         return [self.group(i) for i in range(len(self))]
 
+    def images(self) -> torch.Tensor:
+        """Every image at model resolution in [0, 1], stacked: (N, 1, S, S) (the targets are
+        not read into the result; e.g. the unlabelled pool of an MAE)."""
+        return torch.stack([self[i][0] for i in range(len(self))])
+
     def label(self, i: int) -> int:
         """Class of item ``i`` (classification)."""
         t = self.load(i).target

@@ -130,12 +130,8 @@ def load_data(name: str, cfg) -> Dataset:
 
 def _unit(images: np.ndarray, prep: Preprocessing, modality: str):
     """(N, 1, S, S) float tensor in [0, 1], as the datasets give them."""
-    import torch
-
     from training.data.datasets import ArrayDataset
-
-    ds = ArrayDataset(images, None, prep=prep, modality=modality)
-    return torch.stack([ds[i][0] for i in range(len(ds))])
+    return ArrayDataset(images, None, prep=prep, modality=modality).images()
 
 
 def _fingerprint(cfg, ds: Dataset, start: str) -> str:
@@ -147,40 +143,24 @@ def pretrain_mae(ds: Dataset, cfg, arch, path: Path, progress: bool) -> dict:
     """The issue-14 pretraining recipe (as the label-efficiency study's): per-sample
     augmentation (:class:`training.data.augment.PretrainAugment`), 8-px mask units, per-patch
     normalised targets; ``pretrain_quick``'s loop. Records the input-use check."""
-    import inspect
-
     import torch
 
-    from training.data.augment import PretrainAugment, pretrain_augment
-    from training.data.preprocessing import to_model_input
+    from training.data.augment import PretrainAugment
     from training.finetune.label_efficiency import pretrain_quick
+    from training.finetune.label_efficiency.pretraining import check_model
     from training.models import build_model
-    from training.models.input_check import describe_check, input_use_check
+    from training.models.input_check import describe_check
     from training.weights.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
     mae = build_model("mae", arch.replace(mask_unit=8, norm_pix_loss=True))
     unit, aug = _unit(ds.unlabeled, ds.prep, ds.modality), PretrainAugment()
     t0 = time.perf_counter()
-    if "augment" in inspect.signature(pretrain_quick).parameters:
-        how = "pretrain_quick(augment=PretrainAugment())"
-        losses = pretrain_quick(mae, unit, cfg.pretrain_steps, ds.prep, cfg.pretrain_batch,
-                                1.5e-3, device=cfg.device, progress=progress, augment=aug)
-    else:  # an older pretrain_quick: as many augmented samples as it will draw, drawn once
-        how = "pretrain_quick on steps x batch augmented copies (one per draw)"
-        g = torch.Generator().manual_seed(0)
-        n = cfg.pretrain_steps * cfg.pretrain_batch
-        pool = torch.stack([pretrain_augment(unit[i % len(unit)], aug, g) for i in range(n)])
-        losses = pretrain_quick(mae, pool, cfg.pretrain_steps, ds.prep, cfg.pretrain_batch,
-                                1.5e-3, device=cfg.device, progress=progress)
+    losses = pretrain_quick(mae, unit, cfg.pretrain_steps, ds.prep, cfg.pretrain_batch,
+                            1.5e-3, device=cfg.device, progress=progress, augment=aug)
     mae.cpu().eval()
-    check_x = to_model_input(_unit(ds.val[0], ds.prep, ds.modality), ds.prep)
-    grid = (check_x.shape[-2] // arch.patch_size, check_x.shape[-1] // arch.patch_size)
-    mask = mae.random_mask(check_x.shape[0], grid, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        check = input_use_check(mae, check_x, mask, to_model_input(unit.mean(0, keepdim=True),
-                                                                    ds.prep))
-    meta = {"steps": cfg.pretrain_steps, "images": len(ds.unlabeled), "how": how,
+    check = check_model(mae, _unit(ds.val[0], ds.prep, ds.modality), unit, ds.prep)
+    meta = {"steps": cfg.pretrain_steps, "images": len(ds.unlabeled),
             "augment": aug.to_dict(), "mask_unit": 8, "norm_pix_loss": True,
             "loss_first_50": float(np.mean(losses[:50])),
             "loss_last_50": float(np.mean(losses[-50:])),

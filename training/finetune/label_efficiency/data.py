@@ -32,10 +32,6 @@ class StudyData:
     description: str
 
 
-def _stack(ds) -> torch.Tensor:
-    return torch.stack([ds[i][0] for i in range(len(ds))])
-
-
 def phantom_data(cfg) -> StudyData:
     from training.data.synthetic import CLASSES, make_slices
 
@@ -50,7 +46,7 @@ def phantom_data(cfg) -> StudyData:
     test = ArrayDataset(*make_slices(cfg.n_test, cfg.test_seed, **kw), prep=prep)
     n_check = 16
     imgs, _ = make_slices(cfg.n_unlabeled + n_check, cfg.pretrain_seed, **kw)
-    unl = _stack(ArrayDataset(imgs, None, prep=prep))
+    unl = ArrayDataset(imgs, None, prep=prep).images()
     names = [c["name"] for c in CLASSES]
     return StudyData("phantoms", pool, val, test, unl[:-n_check], unl[-n_check:], CLASSES, prep,
                      f"synthetic CT phantoms, variation {cfg.phantoms!r}, {cfg.input_size} px, "
@@ -69,9 +65,9 @@ def mni_data(cfg) -> StudyData:
         sets[split] = ArrayDataset(img, lab, prep=prep, modality="MR",
                                    names=[f"mni152 {split} {i}" for i in range(len(img))])
     pool = sets["train"]
-    unl = _stack(pool)  # the training block's images; their labels are not used
+    unl = pool.images()  # the training block's images; their labels are not used
     # the check images: validation slices (never trained on by the MAE, never tested on)
-    check = _stack(sets["val"])[:16]
+    check = sets["val"].images()[:16]
     return StudyData("mni152", pool, sets["val"], sets["test"], unl, check, CLASSES, prep,
                      f"{SOURCE}; axial slices, blocks of {cfg.mni_block} with {cfg.mni_gap} "
                      f"dropped between, train/train/val/test: {len(pool)} train (labelled pool "
